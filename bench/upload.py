@@ -1,0 +1,164 @@
+"""Upload: ``PUT`` of a 256 MiB incompressible archive to an ``upload_url``, against the
+same bytes sent over a loopback socket to a tiny process that writes them to disk.
+
+Both sides get the same client (a raw socket writing the request in 1 MiB pieces, so the
+client costs the same for both) and the same disk. The archive is a gzip header then
+random bytes: the server only checks the magic, and random bytes keep any layer from
+compressing. The server's memory is sampled every few milliseconds from
+``/proc/<pid>/status`` while it receives: an upload must stream to disk, not to RAM.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+from bench.harness import Api, Mode, Result, Server, median, running_server, traversable_dir
+
+NAME = "upload"
+SIZE = 256 * 1024 * 1024
+CHUNK = 1024 * 1024
+TARGET_THROUGHPUT_RATIO = 0.8
+TARGET_GROWTH_MIB = 64
+
+# The baseline receiver: read the headers, then Content-Length bytes in 64 KiB reads (what
+# asyncio servers read at a time), each written to a file, then answer 200.
+RECEIVER = r"""
+import os, socket, sys
+target = sys.argv[1]
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen()
+print(server.getsockname()[1], flush=True)
+buffer = bytearray(65536)
+view = memoryview(buffer)
+while True:
+    conn, _ = server.accept()
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += conn.recv(4096)
+    head, _, rest = head.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    with open(target, "wb", buffering=0) as out:
+        out.write(rest)
+        left = length - len(rest)
+        while left:
+            got = conn.recv_into(buffer, min(left, len(buffer)))
+            if not got:
+                break
+            out.write(view[:got])
+            left -= got
+    os.unlink(target)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    conn.close()
+"""
+
+
+def run(mode: Mode) -> Result:
+    rounds = mode.pick(1, 5)
+    result = Result(NAME)
+    payload = memoryview(b"\x1f\x8b" + os.urandom(SIZE - 2))
+    scratch = traversable_dir("upload-baseline-")
+    receiver = subprocess.Popen(
+        [sys.executable, "-c", RECEIVER, str(scratch / "received")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert receiver.stdout is not None
+        baseline_port = int(receiver.stdout.readline())
+        baseline: list[float] = []
+        dockyard: list[float] = []
+        growth: list[float] = []
+        with running_server(NAME) as server:
+            api = Api(server, server.create_user())
+            try:
+                put(baseline_port, "/", payload)  # warm up both before timing
+                for _round in range(rounds):
+                    baseline.append(put(baseline_port, "/", payload))
+                    seconds, grown = upload_to_dockyard(api, server, payload)
+                    dockyard.append(seconds)
+                    growth.append(grown)
+            finally:
+                api.close()
+    finally:
+        receiver.kill()
+        receiver.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+    mib = SIZE / 1024**2
+    ours, theirs = mib / median(dockyard), mib / median(baseline)
+    result.check(
+        "PUT 256 MiB throughput, median", "MiB/s", ours, theirs,
+        f">= {TARGET_THROUGHPUT_RATIO} x baseline", ours >= TARGET_THROUGHPUT_RATIO * theirs,
+    )  # fmt: skip
+    worst = max(growth)
+    result.check(
+        "server RSS growth during PUT, max", "MiB", worst, None,
+        f"< {TARGET_GROWTH_MIB} MiB", worst < TARGET_GROWTH_MIB,
+    )  # fmt: skip
+    result.samples = {
+        "bytes": SIZE,
+        "dockyard_seconds": dockyard,
+        "baseline_seconds": baseline,
+        "rss_growth_mib": growth,
+    }
+    return result
+
+
+def upload_to_dockyard(api: Api, server: Server, payload: memoryview) -> tuple[float, float]:
+    """Seconds for the PUT, and the server's largest RSS growth (MiB) while it ran."""
+    source = api.http.post("/v1/sources", json={}).json()["source"]
+    url = urlsplit(source["upload_url"])
+    assert url.port is not None
+    before, hwm_before = server.memory_kib()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], server.memory_kib()[0])
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        seconds = put(url.port, f"{url.path}?{url.query}", payload)
+    finally:
+        done.set()
+        sampler.join()
+    _, hwm_after = server.memory_kib()
+    # A new high-water mark is a peak the samples may have missed between two reads.
+    highest = max(peak[0], hwm_after) if hwm_after > hwm_before else peak[0]
+    return seconds, (highest - before) / 1024
+
+
+def put(port: int, target: str, payload: memoryview) -> float:
+    """One ``PUT`` over a fresh loopback connection; seconds until the response arrives."""
+    head = (
+        f"PUT {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/x-gzip\r\nUser-Agent: Go-http-client/1.1\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head)
+        for offset in range(0, len(payload), CHUNK):
+            sock.sendall(payload[offset : offset + CHUNK])
+        response = b""
+        while b"\r\n\r\n" not in response:
+            got = sock.recv(65536)
+            if not got:
+                break
+            response += got
+    elapsed = time.monotonic() - started
+    status = response.split(b" ", 2)[1] if response.count(b" ") >= 2 else b"?"
+    if status != b"200":
+        raise RuntimeError(f"PUT to port {port} answered {response[:300]!r}")
+    return elapsed

@@ -1,0 +1,178 @@
+"""Deployments of an app (seed document 004) and the deployment cache."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from dockyard.api import schemas
+from dockyard.api.auth import authenticate
+from dockyard.api.errors import SECURITY_HEADERS
+from dockyard.api.pagecache import PageCache
+from dockyard.api.routes.common import (
+    call,
+    int_param,
+    json_body,
+    json_response,
+    no_content,
+    platform_of,
+    read,
+)
+from dockyard.bootstrap import Platform
+from dockyard.pipeline import cache
+from dockyard.services import apps as apps_service
+from dockyard.services import deployments as service
+from dockyard.services.lifecycle import cache_dir
+
+
+async def create(request: Request) -> Response:
+    user = await authenticate(request)
+    parsed = service.parse_request(await json_body(request))
+    platform = platform_of(request)
+    app_name = request.path_params["app"]
+    row = await call(
+        service.create_deployment,
+        db=platform.db,
+        bus=platform.bus,
+        owner=user,
+        app_name=app_name,
+        request=parsed,
+        public_url=platform.settings.public_url,
+    )
+    wake = platform.extras.get("wake_workers")
+    if wake is not None:
+        wake()
+    return json_response(
+        {"deployment": schemas.deployment(row, app_name, platform.settings)}, status=201
+    )
+
+
+async def index(request: Request) -> Response:
+    user = await authenticate(request)
+    platform = platform_of(request)
+    page = int_param(request, "page", 1, maximum=1_000_000)
+    per_page = int_param(request, "per_page", 20, maximum=100)
+    app_name = request.path_params["app"]
+    current = await read(
+        request, service.listing_key, engine=platform.engine, owner=user, app_name=app_name
+    )
+    cache_key = (current.app_id, current.version, app_name, page, per_page)
+
+    async def render() -> bytes:
+        result = await read(
+            request,
+            service.list_deployments,
+            db=platform.db,
+            owner=user,
+            app_name=app_name,
+            page=page,
+            per_page=per_page,
+        )
+        return _json(
+            {
+                "deployments": [
+                    schemas.deployment(row, app_name, platform.settings) for row in result.items
+                ],
+                "meta": {
+                    "pagination": schemas.pagination(
+                        page=page, per_page=per_page, total_count=result.total_count
+                    )
+                },
+            }
+        )
+
+    return await _cached(platform, cache_key, render)
+
+
+def _json(body: object) -> bytes:
+    return bytes(json_response(body).body)
+
+
+async def _cached(
+    platform: Platform, key: Hashable, render: Callable[[], Awaitable[bytes]]
+) -> Response:
+    """A rendered deployment body, from the page cache when the app's deployments have not
+    changed since it was rendered. Entries are stored under the version read *before* the
+    query: a change in between makes an entry nobody asks for again, never a stale one."""
+    pages: PageCache = platform.extras.setdefault("deployment_pages", PageCache())
+    body = pages.get(key)
+    if body is None:
+        body = await render()
+        pages.put(key, body)
+    return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
+
+
+async def show(request: Request) -> Response:
+    user = await authenticate(request)
+    platform = platform_of(request)
+    app_name = request.path_params["app"]
+    deployment_id = request.path_params["deployment_id"]
+    current = await read(
+        request, service.listing_key, engine=platform.engine, owner=user, app_name=app_name
+    )
+    cache_key = (current.app_id, current.version, app_name, "show", deployment_id)
+
+    async def render() -> bytes:
+        row = await read(
+            request,
+            service.find_deployment,
+            db=platform.db,
+            owner=user,
+            app_name=app_name,
+            deployment_id=deployment_id,
+        )
+        return _json({"deployment": schemas.deployment(row, app_name, platform.settings)})
+
+    return await _cached(platform, cache_key, render)
+
+
+async def output(request: Request) -> Response:
+    user = await authenticate(request)
+    platform = platform_of(request)
+    text = await read(
+        request,
+        service.deployment_output,
+        db=platform.db,
+        owner=user,
+        app_name=request.path_params["app"],
+        deployment_id=request.path_params["deployment_id"],
+    )
+    return PlainTextResponse(text, headers={"Cache-Control": "no-store"})
+
+
+async def cancel(request: Request) -> Response:
+    user = await authenticate(request)
+    platform = platform_of(request)
+    app_name = request.path_params["app"]
+    row = await call(
+        service.cancel,
+        db=platform.db,
+        bus=platform.bus,
+        owner=user,
+        app_name=app_name,
+        deployment_id=request.path_params["deployment_id"],
+    )
+    return json_response({"deployment": schemas.deployment(row, app_name, platform.settings)})
+
+
+async def reset_cache(request: Request) -> Response:
+    user = await authenticate(request)
+    platform = platform_of(request)
+    app = await call(
+        apps_service.find_app, db=platform.db, owner=user, name=request.path_params["app"]
+    )
+    await call(cache.reset, saved=cache_dir(platform, app.id))
+    return no_content()
+
+
+routes = [
+    Route("/v1/apps/{app}/deployments", create, methods=["POST"]),
+    Route("/v1/apps/{app}/deployments", index, methods=["GET"]),
+    Route("/v1/apps/{app}/deployments/{deployment_id}", show, methods=["GET"]),
+    Route("/v1/apps/{app}/deployments/{deployment_id}/output", output, methods=["GET"]),
+    Route("/v1/apps/{app}/deployments/{deployment_id}/cancel", cancel, methods=["POST"]),
+    Route("/v1/apps/{app}/caches/deployment", reset_cache, methods=["DELETE"]),
+]

@@ -1,0 +1,139 @@
+"""Sources: capability URLs to upload and download an archive (seed documents 002, 003)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from dockyard.api.auth import authenticate
+from dockyard.api.routes.common import call, json_body, json_response, platform_of
+from dockyard.backends.blobstore.base import BlobExists, PendingBlob
+from dockyard.errors import BadRequest, Conflict, PayloadTooLarge, UnsupportedMediaType
+from dockyard.services import sources as sources_service
+
+GZIP_MAGIC = b"\x1f\x8b"
+ACCEPTED_TYPES = {
+    "application/x-gzip",
+    "application/gzip",
+    "application/octet-stream",
+    "application/x-tar",
+    "",
+}
+
+
+async def create_source(request: Request) -> Response:
+    user = await authenticate(request)
+    await json_body(request)  # the client sends {}; anything else is ignored, but must be JSON
+    platform = platform_of(request)
+    created = await call(
+        sources_service.create_source, db=platform.db, owner=user, ttl=platform.settings.source_ttl
+    )
+    base = f"{platform.settings.public_url}/v1/sources/{created.source.id}"
+    return json_response(
+        {
+            "source": {
+                "id": created.source.id,
+                "upload_url": f"{base}?token={created.upload_token}",
+                "download_url": f"{base}?token={created.download_token}",
+            }
+        },
+        status=201,
+    )
+
+
+async def _authorized(request: Request, purpose: str) -> str:
+    """The source id, once the URL's capability token grants ``purpose`` on it."""
+    source_id: str = request.path_params["source_id"]
+    await call(
+        sources_service.authorize,
+        db=platform_of(request).db,
+        source_id=source_id,
+        token=request.query_params.get("token", ""),
+        purpose=purpose,
+    )
+    return source_id
+
+
+async def upload(request: Request) -> Response:
+    platform = platform_of(request)
+    source_id = await _authorized(request, sources_service.UPLOAD)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ACCEPTED_TYPES:
+        raise UnsupportedMediaType(
+            f"Upload a gzip-compressed tar archive (Content-Type: application/x-gzip), not {content_type}."
+        )
+    cap = platform.settings.max_source_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit()):
+        raise BadRequest("Content-Length must be a number.", code="invalid_length")
+    if declared is not None and int(declared) > cap:
+        raise PayloadTooLarge(f"The archive is {declared} bytes; the limit is {cap} bytes.")
+    pending = platform.blobs.begin(sources_service.blob_key(source_id))
+    try:
+        await _receive(request.stream(), pending, cap)
+        if pending.size == 0:
+            raise UnsupportedMediaType(
+                "The upload is empty: send the tar.gz archive as the request body."
+            )
+        if declared is not None and pending.size != int(declared):
+            raise BadRequest(
+                "The upload ended before Content-Length bytes arrived.", code="incomplete_upload"
+            )
+        try:
+            pending.commit()
+        except BlobExists:
+            raise Conflict(
+                "This source was already uploaded; sources are write-once: create a new one."
+            ) from None
+    except BaseException:
+        pending.discard()
+        raise
+    await call(
+        sources_service.mark_uploaded, db=platform.db, source_id=source_id, size=pending.size
+    )
+    return json_response({"source": {"id": source_id, "size": pending.size}})
+
+
+async def _receive(chunks: AsyncIterator[bytes], pending: PendingBlob, cap: int) -> None:
+    first = True
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            if first:
+                # Checked on the first bytes so a wrong file is refused before it is stored.
+                if not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
+                    raise UnsupportedMediaType(
+                        "The upload is not a gzip archive (it does not start with the gzip magic bytes 1f 8b): send a .tar.gz file."
+                    )
+                first = False
+            if pending.size + len(chunk) > cap:
+                raise PayloadTooLarge(f"The archive is over the {cap} bytes limit.")
+            # Page-cache writes of 64 KiB chunks are quicker than a hop to a thread.
+            pending.write(chunk)
+    except ClientDisconnect:
+        raise BadRequest(
+            "The client disconnected before the upload finished.", code="incomplete_upload"
+        ) from None
+
+
+async def download(request: Request) -> Response:
+    platform = platform_of(request)
+    source_id = await _authorized(request, sources_service.DOWNLOAD)
+    path = platform.blobs.local_path(sources_service.blob_key(source_id))
+    return FileResponse(
+        path,
+        media_type="application/x-gzip",
+        filename="source.tar.gz",
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+routes = [
+    Route("/v1/sources", create_source, methods=["POST"]),
+    Route("/v1/sources/{source_id}", upload, methods=["PUT"]),
+    Route("/v1/sources/{source_id}", download, methods=["GET", "HEAD"]),
+]

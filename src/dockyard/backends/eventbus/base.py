@@ -1,0 +1,64 @@
+"""Event bus interface: deployment events fanned out to WebSocket streams.
+
+Events are published after they are stored, from any thread; subscribers live on the
+server's event loop. A subscriber that falls too far behind is marked ``overflowed`` and
+gets no more events (its stream is then closed), so one slow client never slows a build
+or the other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from typing import Any
+
+Event = dict[str, Any]
+SUBSCRIBER_BACKLOG = 10_000
+
+
+class Subscription:
+    """One subscriber's bounded queue of events for one channel."""
+
+    def __init__(self, bus: EventBus, channel: str, backlog: int = SUBSCRIBER_BACKLOG) -> None:
+        self.bus = bus
+        self.channel = channel
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=backlog)
+        self.overflowed = False
+
+    def offer(self, event: Event) -> None:
+        """Called on the event loop by the bus."""
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            # Wake the reader so it notices and closes its stream.
+            self.queue.get_nowait()
+            self.queue.put_nowait({"type": "_overflow"})
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self.bus.unsubscribe(self)
+
+
+class EventBus(ABC):
+    @abstractmethod
+    async def start(self) -> None:
+        """Bind to the running event loop (and connect, for networked buses)."""
+
+    @abstractmethod
+    def publish(self, channel: str, event: Event) -> None:
+        """Deliver ``event`` to every subscriber of ``channel``; thread-safe, never blocks long."""
+
+    @abstractmethod
+    def subscribe(self, channel: str) -> Subscription:
+        """Start receiving events of ``channel``; call on the event loop."""
+
+    @abstractmethod
+    def unsubscribe(self, subscription: Subscription) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...

@@ -1,0 +1,26 @@
+"""The router's guards against slow, huge or stuck peers, in one place for the operator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    # A request line and headers larger than this get 431: real browsers stay far below,
+    # and the cap bounds what one connection can make the router hold.
+    max_head_bytes: int = 64 * 1024
+    # From a connection's first byte of a head to its last; slowloris clients trickle
+    # header bytes to hold connections open, and this cuts them off.
+    header_timeout: float = 10.0
+    # How long an idle keep-alive connection may wait for its next request.
+    keepalive_timeout: float = 60.0
+    # Opening a TCP connection to a release; it is on this machine, so this is generous.
+    connect_timeout: float = 5.0
+    # How long a backend may take to start answering, and how long any body transfer may
+    # stall (no byte either way) before both connections are dropped.
+    io_timeout: float = 300.0
+    # WebSockets are often quiet for long stretches; ping frames keep live ones under this.
+    tunnel_idle_timeout: float = 3600.0
+    # close() lets in-flight requests finish for this long, then cuts them.
+    shutdown_grace: float = 10.0

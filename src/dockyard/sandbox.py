@@ -1,0 +1,290 @@
+"""The bubblewrap sandbox that every build and every app process runs in.
+
+This module is a security boundary. A sandboxed process:
+
+- runs as an unprivileged host uid (never root), in new user, pid, ipc, uts and mount
+  namespaces, with no capabilities, in a new session, dying with its launcher;
+- sees the read-only system (/usr, /etc, the CA bundle, pip's configuration), a private
+  /tmp, /proc of its own pid namespace, and only the directories its spec mounts;
+- starts from a scrubbed environment: bwrap itself is launched with only the spec's
+  variables, because ``--clearenv`` alone leaves the launcher's environment readable in
+  ``/proc/1/environ``;
+- is limited in processes, file size and (where cgroup v1 is writable) memory.
+
+When the pid namespace's init exits, the kernel kills every process left in it, so
+nothing started by a build (``setsid nohup … &`` included) outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.errors import BuildError
+
+# Read-only system paths every sandbox sees. /etc carries the CA bundle and pip's
+# system configuration, which builds need to reach the package index through its proxy.
+SYSTEM_RO_BINDS: tuple[str, ...] = ("/usr", "/etc")
+SYSTEM_RO_BINDS_IF_PRESENT: tuple[str, ...] = ("/opt/wheels", "/opt/pypi", "/opt/pypi-more")
+SYSTEM_SYMLINKS: tuple[tuple[str, str], ...] = (
+    ("usr/lib", "/lib"),
+    ("usr/lib64", "/lib64"),
+    ("usr/bin", "/bin"),
+    ("usr/sbin", "/sbin"),
+)
+SANDBOX_INSIDE_UID = 1000
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
+CGROUP_DRAIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    writable: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_processes: int = 256
+    max_file_bytes: int = 2 * 1024**3
+    memory_bytes: int | None = 2 * 1024**3
+    open_files: int = 4096
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything that decides what one sandboxed process can see and do."""
+
+    host_uid: int
+    mounts: Sequence[Mount]
+    env: Mapping[str, str]
+    cwd: str
+    limits: Limits = field(default_factory=Limits)
+    share_network: bool = True
+    hostname: str = "dockyard"
+
+
+def bwrap_path() -> str:
+    path = shutil.which("bwrap")
+    if path is None:
+        raise BuildError(
+            "The build sandbox is not available: bubblewrap (bwrap) is not installed. "
+            "Install it (apt-get install -y bubblewrap); dockyard refuses to build unsandboxed."
+        )
+    return path
+
+
+def command(spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
+    """The bwrap argv that runs ``argv`` inside ``spec``."""
+    args = [
+        bwrap_path(),
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--uid", str(SANDBOX_INSIDE_UID),
+        "--gid", str(SANDBOX_INSIDE_UID),
+        "--hostname", spec.hostname,
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--tmpfs", "/tmp",  # noqa: S108 - a private tmpfs inside the sandbox
+    ]  # fmt: skip
+    if not spec.share_network:
+        args.append("--unshare-net")
+    for path in SYSTEM_RO_BINDS:
+        args += ["--ro-bind", path, path]
+    for path in SYSTEM_RO_BINDS_IF_PRESENT:
+        args += ["--ro-bind-try", path, path]
+    for target, link in SYSTEM_SYMLINKS:
+        args += ["--symlink", target, link]
+    for mount in spec.mounts:
+        args += ["--bind" if mount.writable else "--ro-bind", str(mount.source), mount.target]
+    args += ["--chdir", spec.cwd, "--clearenv"]
+    for key, value in spec.env.items():
+        args += ["--setenv", key, value]
+    return [*args, "--", *argv]
+
+
+class _Cgroup:
+    """A cgroup v1 pids+memory pair for one sandbox, when the host lets us make one.
+
+    The sandboxed process joins it itself (from ``preexec``) before bwrap starts, so
+    even a fork bomb's first child is counted. Its files are handed to the sandbox uid
+    only for that join.
+    """
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.dirs: list[Path] = []
+        name = f"dockyard/{uuid.uuid4().hex}"
+        settings = {
+            "pids": {"pids.max": str(spec.limits.max_processes)},
+            "memory": (
+                {"memory.limit_in_bytes": str(spec.limits.memory_bytes)}
+                if spec.limits.memory_bytes
+                else {}
+            ),
+        }
+        for controller, values in settings.items():
+            base = CGROUP_V1_ROOT / controller
+            if not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
+                continue
+            path = base / name
+            try:
+                path.mkdir(parents=True)
+                for key, value in values.items():
+                    (path / key).write_text(value)
+                os.chown(path / "cgroup.procs", spec.host_uid, -1)
+            except OSError:
+                self._remove(path)
+                continue
+            self.dirs.append(path)
+
+    def join(self) -> None:
+        pid = str(os.getpid())
+        for path in self.dirs:
+            with contextlib.suppress(OSError):
+                (path / "cgroup.procs").write_text(pid)
+
+    def kill_all(self) -> None:
+        """Kill whatever is left in the group (the pid namespace normally did it)."""
+        for path in self.dirs:
+            with contextlib.suppress(OSError):
+                for pid in (path / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(int(pid), 9)
+
+    def close(self) -> None:
+        # SIGKILLed processes take a moment to leave the group, and the group cannot be
+        # removed until they have: wait (briefly) so that when the sandbox is reported
+        # stopped, nothing of it is still running and no empty group is left behind.
+        deadline = time.monotonic() + CGROUP_DRAIN_SECONDS
+        while self._members() and time.monotonic() < deadline:
+            self.kill_all()
+            time.sleep(0.005)
+        for path in self.dirs:
+            self._remove(path)
+
+    def _members(self) -> bool:
+        for path in self.dirs:
+            with contextlib.suppress(OSError):
+                if (path / "cgroup.procs").read_text().strip():
+                    return True
+        return False
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+def _preexec(limits: Limits, cgroup: _Cgroup | None) -> Callable[[], None]:
+    def apply() -> None:
+        # Runs in the child after it dropped to the sandbox uid, before bwrap starts.
+        if cgroup is not None:
+            cgroup.join()
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+@contextlib.contextmanager
+def spawn(
+    spec: SandboxSpec,
+    argv: Sequence[str],
+    *,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.STDOUT,
+    stdin: int | None = subprocess.DEVNULL,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``argv`` in the sandbox; on leaving the block, nothing of it is left running."""
+    proc = start(spec, argv, stdout=stdout, stderr=stderr, stdin=stdin)
+    try:
+        yield proc
+    finally:
+        terminate(proc, grace_seconds=0)
+
+
+def start(
+    spec: SandboxSpec,
+    argv: Sequence[str],
+    *,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.STDOUT,
+    stdin: int | None = subprocess.DEVNULL,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in the sandbox and return the bwrap process (the caller stops it)."""
+    cgroup = _Cgroup(spec) if os.geteuid() == 0 else None
+    # Only root can (and must) drop to the sandbox uid; tests as a normal user run as themselves.
+    as_root = os.geteuid() == 0
+    try:
+        proc = subprocess.Popen(
+            command(spec, argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env={"PATH": DEFAULT_PATH},
+            close_fds=True,
+            start_new_session=True,
+            preexec_fn=_preexec(spec.limits, cgroup),
+            user=spec.host_uid if as_root else None,
+            group=spec.host_uid if as_root else None,
+            extra_groups=[] if as_root else None,
+        )
+    except OSError as exc:
+        if cgroup is not None:
+            cgroup.close()
+        raise BuildError(f"The sandbox could not be started: {exc.strerror or exc}.") from exc
+    except BaseException:
+        if cgroup is not None:
+            cgroup.close()
+        raise
+    proc._dockyard_cgroup = cgroup  # type: ignore[attr-defined]  # owned by the process object
+    return proc
+
+
+def terminate(proc: subprocess.Popen[bytes], *, grace_seconds: float) -> int:
+    """Stop a sandboxed process: SIGTERM, a grace period, then SIGKILL of the whole session."""
+    if proc.poll() is None and grace_seconds > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_seconds)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+    returncode = proc.wait()
+    cgroup: _Cgroup | None = getattr(proc, "_dockyard_cgroup", None)
+    if cgroup is not None:
+        cgroup.close()
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    return returncode
+
+
+def prepare_writable_dir(path: Path, host_uid: int) -> None:
+    """Create ``path`` (if needed) owned by the sandbox uid so a sandbox can write to it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        for root, dirs, files in os.walk(path):
+            os.lchown(root, host_uid, host_uid)
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), host_uid, host_uid)

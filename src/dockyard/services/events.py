@@ -1,0 +1,114 @@
+"""A deployment's ordered events: stored first, then published.
+
+Log lines and status changes share one sequence per deployment, so ``output``, the
+stream's replay and its live view are the same list read at different times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dockyard.backends.eventbus.base import EventBus
+from dockyard.db.engine import transaction
+from dockyard.db.models import DeploymentEvent
+
+LOG = "log"
+STATUS = "status"
+# PostgreSQL NOTIFY payloads are capped at 8000 bytes; a longer build line is cut there
+# (everywhere, so output and stream stay identical).
+MAX_LINE_CHARS = 4000
+
+
+def channel_for(app_id: str) -> str:
+    return f"app:{app_id}"
+
+
+def wire_event(deployment_id: str, kind: str, content: str, seq: int) -> dict[str, Any]:
+    data = {"content": content} if kind == LOG else {"status": content}
+    return {"type": kind, "id": deployment_id, "seq": seq, "data": data}
+
+
+def append(
+    session: Session, *, deployment_id: str, entries: Sequence[tuple[str, str]]
+) -> list[DeploymentEvent]:
+    """Add events inside the caller's transaction; numbers follow the stored maximum."""
+    last = session.scalar(
+        select(func.max(DeploymentEvent.seq)).where(DeploymentEvent.deployment_id == deployment_id)
+    )
+    rows = []
+    for offset, (kind, content) in enumerate(entries, start=1):
+        row = DeploymentEvent(
+            deployment_id=deployment_id,
+            seq=(last or 0) + offset,
+            kind=kind,
+            content=content[:MAX_LINE_CHARS],
+        )
+        session.add(row)
+        rows.append(row)
+    session.flush()
+    return rows
+
+
+def publish(bus: EventBus, *, app_id: str, rows: Sequence[DeploymentEvent]) -> None:
+    for row in rows:
+        bus.publish(
+            channel_for(app_id), wire_event(row.deployment_id, row.kind, row.content, row.seq)
+        )
+
+
+class DeploymentLog:
+    """The writer of one deployment's log lines (used by the worker running it)."""
+
+    def __init__(
+        self, *, db: sessionmaker[Session], bus: EventBus, app_id: str, deployment_id: str
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.app_id = app_id
+        self.deployment_id = deployment_id
+
+    def __call__(self, line: str) -> None:
+        self.lines([line])
+
+    def lines(self, lines: Sequence[str]) -> None:
+        cleaned = [line.rstrip("\r\n") for line in lines]
+        for _attempt in range(5):
+            try:
+                with transaction(self.db) as session:
+                    rows = append(
+                        session,
+                        deployment_id=self.deployment_id,
+                        entries=[(LOG, c) for c in cleaned],
+                    )
+                break
+            except IntegrityError:
+                continue  # a status change took the same number; take the next ones
+        else:
+            raise RuntimeError("could not store deployment log lines")
+        publish(self.bus, app_id=self.app_id, rows=rows)
+
+
+def events_since(
+    session: Session, *, deployment_id: str, after_seq: int = 0
+) -> list[DeploymentEvent]:
+    return list(
+        session.scalars(
+            select(DeploymentEvent)
+            .where(DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.seq > after_seq)
+            .order_by(DeploymentEvent.seq)
+        )
+    )
+
+
+def output_text(session: Session, *, deployment_id: str) -> str:
+    lines = session.scalars(
+        select(DeploymentEvent.content)
+        .where(DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.kind == LOG)
+        .order_by(DeploymentEvent.seq)
+    )
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,105 @@
+"""The job loop: worker threads claim queued deployments, hold a lease while they run
+them, and a reaper ends deployments whose worker disappeared."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+from dockyard.bootstrap import Platform
+from dockyard.db.models import Deployment
+from dockyard.services import deployments as deployments_service
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30
+IDLE_POLL_SECONDS = 0.5
+
+RunDeployment = Callable[[Platform, Deployment, threading.Event], object]
+
+
+class WorkerPool:
+    def __init__(self, platform: Platform, run: RunDeployment, *, workers: int) -> None:
+        self.platform = platform
+        self.run = run
+        self.workers = workers
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stopping = threading.Event()
+        self._wake = threading.Condition()
+        self._pending_wakes = 0
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for index in range(self.workers):
+            thread = threading.Thread(
+                target=self._loop, name=f"dockyard-worker-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        housekeeping = threading.Thread(
+            target=self._housekeeping, name="dockyard-leases", daemon=True
+        )
+        housekeeping.start()
+        self._threads.append(housekeeping)
+
+    def wake(self) -> None:
+        """A deployment was committed: let an idle worker look now rather than at its next poll."""
+        with self._wake:
+            self._pending_wakes += 1
+            self._wake.notify()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; running deployments see ``stopping`` and end as aborted."""
+        self.stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                deployment = deployments_service.claim_next(
+                    db=self.platform.db,
+                    bus=self.platform.bus,
+                    worker_id=self.worker_id,
+                    lease_seconds=LEASE_SECONDS,
+                )
+            except Exception:
+                log.exception("claiming a deployment failed")
+                deployment = None
+            if deployment is None:
+                with self._wake:
+                    if self._pending_wakes == 0 and not self.stopping.is_set():
+                        self._wake.wait(timeout=IDLE_POLL_SECONDS)
+                    self._pending_wakes = max(0, self._pending_wakes - 1)
+                continue
+            try:
+                self.run(self.platform, deployment, self.stopping)
+            except Exception:
+                log.exception("deployment %s crashed its worker", deployment.id)
+            # Finishing one deployment may unblock the next one of the same app.
+            self.wake()
+
+    def _housekeeping(self) -> None:
+        while not self.stopping.wait(LEASE_SECONDS / 3):
+            try:
+                deployments_service.renew_leases(
+                    db=self.platform.db, worker_id=self.worker_id, lease_seconds=LEASE_SECONDS
+                )
+                if self.platform.settings.is_postgres:
+                    for aborted in deployments_service.abort_orphans(
+                        db=self.platform.db, bus=self.platform.bus, everything=False
+                    ):
+                        log.warning("aborted orphaned deployment %s", aborted.id)
+                        # If its worker ran on this machine, its work directory is here.
+                        shutil.rmtree(
+                            self.platform.settings.builds_dir / aborted.id, ignore_errors=True
+                        )
+            except Exception:
+                log.exception("lease housekeeping failed")

@@ -1,0 +1,339 @@
+"""Running one claimed deployment through its named steps.
+
+    building  fetch → unpack → buildpacks (sandboxed)
+    pushing   slug into the blob store, cache saved
+    starting  the supervisor starts the release and checks that it boots
+    success   routed; the previous release stopped
+
+Every failure ends in a final status with a sentence in the log saying why; the previous
+release keeps serving because nothing touches it before the new one has booted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from dockyard import sandbox
+from dockyard.bootstrap import Platform
+from dockyard.db.engine import transaction
+from dockyard.db.models import App, Deployment
+from dockyard.domain import status as st
+from dockyard.errors import ArchiveError, BootError, BuildError, FetchError, PipelineError
+from dockyard.pipeline import archive, buildpacks, cache, fetch, package
+from dockyard.runtime.boot import BootCancelled
+from dockyard.services import apps as apps_service
+from dockyard.services import deployments as deployments_service
+from dockyard.services.events import DeploymentLog
+from dockyard.services.lifecycle import cache_dir, slug_key, supervisor_of
+from dockyard.services.sources import blob_key
+from dockyard.worker.logbatch import BatchingLog
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """The deployment was cancelled by its user or by a server shutdown."""
+
+
+@dataclass
+class Job:
+    deployment_id: str
+    app_id: str
+    app_name: str
+    sandbox_uid: int
+    source_url: str
+    source_id: str | None
+    env: dict[str, str]
+    cache_generation: str = ""
+
+
+def _load_job(platform: Platform, deployment: Deployment) -> Job:
+    with transaction(platform.db) as session:
+        app = session.get(App, deployment.app_id)
+        assert app is not None
+        return Job(
+            deployment_id=deployment.id,
+            app_id=app.id,
+            app_name=app.name,
+            sandbox_uid=app.sandbox_uid,
+            source_url=deployment.source_url,
+            source_id=deployment.source_id,
+            env=apps_service.app_environment(session, app_id=app.id),
+        )
+
+
+class CancelCheck:
+    """Polled by long steps; reads the database at most every half second."""
+
+    def __init__(self, platform: Platform, deployment_id: str, stopping: threading.Event) -> None:
+        self.platform = platform
+        self.deployment_id = deployment_id
+        self.stopping = stopping
+        self._checked_at = 0.0
+        self._cancelled = False
+
+    def __call__(self) -> bool:
+        if self._cancelled or self.stopping.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._checked_at >= 0.5:
+            self._checked_at = now
+            self._cancelled = deployments_service.cancel_requested(
+                db=self.platform.db, deployment_id=self.deployment_id
+            )
+        return self._cancelled
+
+    def raise_if_cancelled(self) -> None:
+        if self():
+            raise Cancelled()
+
+
+def run_deployment(platform: Platform, deployment: Deployment, *, stopping: threading.Event) -> str:
+    """Take a deployment claimed as ``building`` to a final status; returns that status."""
+    job = _load_job(platform, deployment)
+    write = BatchingLog(
+        DeploymentLog(
+            db=platform.db, bus=platform.bus, app_id=job.app_id, deployment_id=job.deployment_id
+        )
+    )
+    cancelled = CancelCheck(platform, job.deployment_id, stopping)
+    workdir = platform.settings.builds_dir / job.deployment_id
+    current = st.BUILDING
+
+    def finish(final: str, *lines: str, **fields: object) -> str:
+        write.flush()  # every line written so far comes before the status change
+        deployments_service.transition(
+            db=platform.db,
+            bus=platform.bus,
+            deployment_id=job.deployment_id,
+            new_status=final,
+            lines=lines,
+            **fields,
+        )
+        return final
+
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = _build(platform, job, workdir, write, cancelled)
+        current = st.PUSHING
+        finish(st.PUSHING)
+        image_size = _push(platform, job, workdir, write)
+        cancelled.raise_if_cancelled()
+        current = st.STARTING
+        finish(
+            st.STARTING,
+            image_size=image_size,
+            process_types=result.process_types,
+            config_vars=result.config_vars,
+        )
+        _start(platform, job, workdir, result, write, cancelled)
+        _prune_releases(platform, job)
+        return finish(
+            st.SUCCESS,
+            "-----> Your app is up and running.",
+            f"       {platform.settings.app_url(job.app_name)}",
+        )
+    except Cancelled:
+        return finish(st.ABORTED, _abort_reason(stopping))
+    except BootError as exc:
+        if isinstance(exc, BootCancelled) or cancelled():
+            return finish(
+                st.ABORTED,
+                _abort_reason(stopping),
+                " !     The previous release, if any, is still serving.",
+            )
+        final = st.TIMEOUT_ERROR if exc.timed_out else st.CRASHED_ERROR
+        return finish(
+            final, f" !     {exc.message}", " !     The previous release, if any, is still serving."
+        )
+    except (FetchError, ArchiveError, BuildError, PipelineError) as exc:
+        if cancelled():
+            return finish(st.ABORTED, _abort_reason(stopping))
+        final = st.BUILD_ERROR if current in (st.BUILDING, st.PUSHING) else st.CRASHED_ERROR
+        return finish(final, *(f" !     {line}" for line in exc.message.splitlines()))
+    except Exception:
+        log.exception("deployment %s failed unexpectedly", job.deployment_id)
+        final = st.BUILD_ERROR if current in (st.BUILDING, st.PUSHING) else st.CRASHED_ERROR
+        return finish(
+            final,
+            " !     dockyard hit an internal error while deploying; the server log has the details.",
+        )
+    finally:
+        write.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _build(
+    platform: Platform, job: Job, workdir: Path, write: BatchingLog, cancelled: CancelCheck
+) -> buildpacks.BuildResult:
+    settings = platform.settings
+    write("-----> Fetching source code")
+    archive_path = workdir / "source.tar.gz"
+    if job.source_id is not None:
+        try:
+            archive_path = platform.blobs.local_path(blob_key(job.source_id))
+        except FileNotFoundError:
+            raise FetchError(
+                "The uploaded source is gone (it expired before the deployment started): upload it again."
+            ) from None
+    else:
+        fetch.fetch_to_file(
+            job.source_url,
+            archive_path,
+            allow=settings.fetch_allow,
+            max_bytes=settings.max_source_bytes,
+            timeout=min(600.0, settings.build_timeout),
+        )
+    write(f"       {_size(archive_path.stat().st_size)} received")
+    cancelled.raise_if_cancelled()
+    write("-----> Unpacking the archive")
+    app_dir = workdir / "app"
+    archive.unpack(
+        archive_path,
+        app_dir,
+        limits=archive.ArchiveLimits(
+            max_bytes=settings.max_unpacked_bytes, max_entries=settings.max_archive_entries
+        ),
+        owner_uid=job.sandbox_uid if settings.sandbox else None,
+    )
+    cancelled.raise_if_cancelled()
+    working_cache = workdir / "cache"
+    job.cache_generation = cache.checkout(cache_dir(platform, job.app_id), working_cache)
+    scratch = workdir / "scratch"
+    scratch.mkdir()
+    if settings.sandbox:
+        sandbox.prepare_writable_dir(app_dir, job.sandbox_uid)
+        sandbox.prepare_writable_dir(working_cache, job.sandbox_uid)
+    context = buildpacks.BuildContext(
+        app_dir=app_dir,
+        cache_dir=working_cache,
+        scratch_dir=scratch,
+        env=job.env,
+        host_uid=job.sandbox_uid,
+        limits=sandbox.Limits(
+            memory_bytes=settings.build_memory_bytes, max_processes=settings.build_max_processes
+        ),
+        timeout=float(settings.build_timeout),
+        sandbox_enabled=settings.sandbox,
+    )
+    return buildpacks.run_buildpacks(
+        context, log=write, fetch_buildpack=_buildpack_fetcher(platform), cancelled=cancelled
+    )
+
+
+def _buildpack_fetcher(platform: Platform) -> Callable[[str, Path], None]:
+    settings = platform.settings
+
+    def fetch_buildpack(url: str, target: Path) -> None:
+        path = url.split("#", 1)[0].split("?", 1)[0]
+        if path.endswith((".tar.gz", ".tgz")):
+            download = target.parent / f"{target.name}.tar.gz"
+            fetch.fetch_to_file(
+                url,
+                download,
+                allow=settings.fetch_allow,
+                max_bytes=100 * 1024 * 1024,
+                timeout=300.0,
+            )
+            archive.unpack(
+                download, target, limits=archive.ArchiveLimits(max_bytes=200 * 1024 * 1024)
+            )
+            download.unlink(missing_ok=True)
+        else:
+            fetch.clone_git(url, target, allow=settings.fetch_allow, timeout=300.0)
+
+    return fetch_buildpack
+
+
+def _push(platform: Platform, job: Job, workdir: Path, write: BatchingLog) -> int:
+    write("-----> Packaging the release")
+    slug_path = workdir / "slug.tar.gz"
+    size = package.make_slug(workdir / "app", slug_path)
+    platform.blobs.put_file(slug_key(job.deployment_id), slug_path)
+    if not cache.save(
+        workdir / "cache", cache_dir(platform, job.app_id), seen_generation=job.cache_generation
+    ):
+        write("       The deployment cache was reset during this build: it stays empty.")
+    write(f"       Release size: {_size(size)}")
+    return size
+
+
+def _start(
+    platform: Platform,
+    job: Job,
+    workdir: Path,
+    result: buildpacks.BuildResult,
+    write: BatchingLog,
+    cancelled: CancelCheck,
+) -> None:
+    supervisor = supervisor_of(platform)
+    if supervisor is None:
+        raise BootError(
+            "No runtime is configured on this server, so the app cannot be started.",
+            timed_out=False,
+        )
+    release_dir = platform.settings.releases_dir / job.deployment_id
+    shutil.rmtree(release_dir, ignore_errors=True)
+    (workdir / "app").rename(release_dir)
+    types = ", ".join(sorted(result.process_types)) or "none"
+    write(f"-----> Starting the release (process types: {types})")
+    env = {**result.config_vars, **job.env}
+    try:
+        supervisor.deploy(
+            job.app_name,
+            job.deployment_id,
+            release_dir,
+            result.process_types,
+            env,
+            log=write,
+            cancelled=cancelled,
+        )
+    except BaseException:
+        # The new release never served a request: nothing else refers to its files.
+        shutil.rmtree(release_dir, ignore_errors=True)
+        platform.blobs.delete(slug_key(job.deployment_id))
+        raise
+
+
+KEPT_RELEASES = 2  # the serving one, and the one it replaced (still stopping)
+
+
+def _prune_releases(platform: Platform, job: Job) -> None:
+    """Remove the release directories and slugs of this app's older deployments, so disk
+    use does not grow with every deployment."""
+    with transaction(platform.db) as session:
+        rows = session.execute(
+            select(Deployment.id, Deployment.status)
+            .where(Deployment.app_id == job.app_id, Deployment.id != job.deployment_id)
+            .order_by(Deployment.created_at.desc())
+        ).all()
+    previous = [row.id for row in rows if row.status == st.SUCCESS][: KEPT_RELEASES - 1]
+    for row in rows:
+        if row.id not in previous and row.status in st.FINAL:
+            shutil.rmtree(platform.settings.releases_dir / row.id, ignore_errors=True)
+            platform.blobs.delete(slug_key(row.id))
+
+
+def _abort_reason(stopping: threading.Event) -> str:
+    if stopping.is_set():
+        return (
+            "-----> Deployment aborted: the server is shutting down. Deploy again once it is back."
+        )
+    return "-----> Deployment aborted: it was cancelled."
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

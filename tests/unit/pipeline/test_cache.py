@@ -1,0 +1,64 @@
+"""The deployment cache: builds work on a linked copy, saved only on success, never over a
+reset that happened meanwhile, and never following symlinks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dockyard.pipeline import cache
+
+
+def test_a_build_gets_the_saved_cache_and_saves_its_own(tmp_path: Path) -> None:
+    saved, first, second = tmp_path / "saved", tmp_path / "w1", tmp_path / "w2"
+    seen = cache.checkout(saved, first)
+    assert list(first.iterdir()) == []
+    (first / "uv").mkdir()
+    (first / "uv" / "wheel").write_text("cached wheel")
+    assert cache.save(first, saved, seen_generation=seen)
+    seen = cache.checkout(saved, second)
+    assert (second / "uv" / "wheel").read_text() == "cached wheel"
+
+
+def test_a_failed_build_leaves_the_saved_cache_as_it_was(tmp_path: Path) -> None:
+    saved = tmp_path / "saved"
+    (saved / "npm").mkdir(parents=True)
+    (saved / "npm" / "index").write_text("v1")
+    working = tmp_path / "w"
+    cache.checkout(saved, working)
+    (working / "junk").write_text("half a download")
+    # The build failed: nothing calls save, and the next build sees the old cache only.
+    again = tmp_path / "w2"
+    cache.checkout(saved, again)
+    assert sorted(p.name for p in again.iterdir()) == ["npm"]
+
+
+def test_a_reset_during_a_build_is_not_undone_by_its_save(tmp_path: Path) -> None:
+    saved = tmp_path / "saved"
+    (saved / "pip").mkdir(parents=True)
+    working = tmp_path / "w"
+    seen = cache.checkout(saved, working)
+    cache.reset(saved)
+    assert not saved.exists()
+    assert not cache.save(working, saved, seen_generation=seen)
+    assert not saved.exists()
+    # The next build starts empty and may save again.
+    fresh = tmp_path / "w2"
+    seen = cache.checkout(saved, fresh)
+    assert list(fresh.iterdir()) == []
+    assert cache.save(fresh, saved, seen_generation=seen)
+
+
+def test_symlinks_are_copied_as_links_never_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("platform secret")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    os.symlink(outside, saved / "dir-link")
+    os.symlink(outside / "secret", saved / "file-link")
+    working = tmp_path / "w"
+    cache.checkout(saved, working)
+    assert (working / "dir-link").is_symlink() and (working / "file-link").is_symlink()
+    assert os.readlink(working / "file-link") == str(outside / "secret")
+    assert not any(p.is_file() and not p.is_symlink() for p in working.rglob("*"))

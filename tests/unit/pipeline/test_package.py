@@ -1,0 +1,42 @@
+"""Packaging a built app into a slug never follows symlinks and drops privileges bits."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+from dockyard.pipeline.package import make_slug
+
+
+def test_slug_holds_the_app_with_links_as_links_and_no_setuid(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    (app / "pkg").mkdir(parents=True)
+    (app / "app.py").write_text("print('hi')\n")
+    (app / "pkg" / "mod.py").write_text("x = 1\n")
+    (app / "-dash-first.txt").write_text("names starting with a dash are files, not options\n")
+    os.chmod(app / "app.py", 0o4755)  # noqa: S103 - the setuid bit the slug must drop
+    secret = tmp_path / "secret.key"
+    secret.write_text("platform secret")
+    os.symlink(secret, app / "leak")
+    os.symlink("pkg/mod.py", app / "alias.py")
+
+    size = make_slug(app, tmp_path / "slug.tar.gz")
+
+    assert size == (tmp_path / "slug.tar.gz").stat().st_size
+    with tarfile.open(tmp_path / "slug.tar.gz") as slug:
+        members = {m.name: m for m in slug.getmembers()}
+        assert set(members) == {
+            "app.py",
+            "pkg",
+            "pkg/mod.py",
+            "-dash-first.txt",
+            "leak",
+            "alias.py",
+        }
+        assert members["leak"].issym() and members["leak"].linkname == str(secret)
+        assert members["alias.py"].issym()
+        assert members["app.py"].mode & 0o7000 == 0
+        assert all(m.uid == 0 and m.gid == 0 for m in members.values())
+        payload = b"".join(slug.extractfile(m).read() for m in members.values() if m.isfile())  # type: ignore[union-attr]
+    assert b"platform secret" not in payload
