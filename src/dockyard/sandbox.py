@@ -260,16 +260,14 @@ def start(
 
 
 def terminate(proc: subprocess.Popen[bytes], *, grace_seconds: float) -> int:
-    """Stop a sandboxed process: SIGTERM, a grace period, then SIGKILL of the whole session."""
+    """Stop a sandboxed process: SIGTERM, a grace period, then SIGKILL of the whole sandbox."""
+    namespace_init = _namespace_init(proc)
     if proc.poll() is None and grace_seconds > 0:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_seconds)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-    returncode = proc.wait()
+    returncode = _kill(proc, namespace_init)
     cgroup: _Cgroup | None = getattr(proc, "_dockyard_cgroup", None)
     if cgroup is not None:
         cgroup.close()
@@ -278,6 +276,59 @@ def terminate(proc: subprocess.Popen[bytes], *, grace_seconds: float) -> int:
             with contextlib.suppress(OSError):
                 stream.close()
     return returncode
+
+
+def kill(proc: subprocess.Popen[bytes]) -> int:
+    """SIGKILL a sandbox and return once nothing of it is left running."""
+    return _kill(proc, _namespace_init(proc))
+
+
+def _kill(proc: subprocess.Popen[bytes], namespace_init: tuple[int, str] | None) -> int:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+    returncode = proc.wait()
+    if namespace_init is not None:
+        _kill_and_wait_gone(*namespace_init, timeout=CGROUP_DRAIN_SECONDS)
+    return returncode
+
+
+def _namespace_init(proc: subprocess.Popen[bytes]) -> tuple[int, str] | None:
+    """bwrap's init: pid 1 of the sandbox's pid namespace, a child of the bwrap we started.
+
+    It is in its own session, so killpg does not reach it; when it dies of its parent's
+    death it still has to tear the namespace down, which takes a moment. It must be
+    noted while its parent lives (to be found at all), then waited for.
+    """
+    if proc.poll() is not None:
+        return None
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    except OSError:
+        return None
+    if not children:
+        return None
+    child = int(children[0])
+    started = _proc_start_time(child)
+    return None if started is None else (child, started)
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """The start time of ``pid`` (to tell it from a later process reusing the number),
+    or None once it is gone or a zombie (dead, only waiting to be reaped)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _kill_and_wait_gone(pid: int, started: str, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _proc_start_time(pid) == started and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, 9)
+        time.sleep(0.002)
 
 
 def prepare_writable_dir(path: Path, host_uid: int) -> None:

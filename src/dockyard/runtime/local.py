@@ -114,10 +114,7 @@ class LocalRuntime(Runtime):
             if proc.poll() is None and grace > 0 and signal_inside(proc.pid, signal.SIGTERM):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=grace)
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            sandbox.kill(proc)
             # Every writer of the pipe died with the pid namespace: the reader gets EOF.
             reader.join(_DRAIN_SECONDS)
             sandbox.terminate(proc, grace_seconds=0)  # cgroup and pipes
