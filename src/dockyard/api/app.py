@@ -9,8 +9,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
-from dockyard.api import errors, stream
+from dockyard.api import errors, stream, wsframes
 from dockyard.api.routes import accounts, apps, deployments, runtime, sources
 from dockyard.bootstrap import Platform
 from dockyard.errors import DockyardError
@@ -65,6 +66,7 @@ def create_app(platform: Platform, *, lifespan: Lifespan | None = None) -> Starl
             DockyardError: errors.handle_dockyard_error,
             HTTPException: errors.handle_http_exception,
         },
+        middleware=[Middleware(wsframes.expose_connection)],
         lifespan=lifespan or default_lifespan,
     )
     app.state.platform = platform

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from dockyard.api import schemas
+from dockyard.api import schemas, wsframes
 from dockyard.api.auth import user_for_credential
 from dockyard.bootstrap import Platform
 from dockyard.db.engine import transaction
@@ -81,69 +81,85 @@ def _render_new(platform: Platform, app: App, deployment_id: str) -> dict[str, A
         return None if deployment is None else _new_frame(deployment, app, platform)
 
 
-def encoded(frame: dict[str, Any]) -> str:
-    """The frame as sent: encoded once, however many clients receive the same event."""
-    text = frame.get("_wire")
-    if text is None:
+def encoded(frame: dict[str, Any]) -> tuple[str, bytes]:
+    """The frame as sent, text and WebSocket frame: encoded once, however many clients
+    receive the same event."""
+    wire = frame.get("_wire")
+    if wire is None:
         text = json.dumps(
             {key: value for key, value in frame.items() if key not in ("seq", "_wire")}
         )
-        frame["_wire"] = text
-    return str(text)
+        wire = (text, wsframes.text_frame(text.encode()))
+        frame["_wire"] = wire
+    return wire
 
 
 class _Stream:
     def __init__(self, websocket: WebSocket, platform: Platform, app: App) -> None:
         self.websocket = websocket
+        self.writer = wsframes.FrameWriter(websocket)
         self.platform = platform
         self.app = app
         self.sent: dict[str, int] = {}  # deployment id -> highest sequence number sent
 
-    async def send(self, frame: dict[str, Any]) -> None:
+    def fresh(self, frame: dict[str, Any]) -> bool:
+        """Whether ``frame`` is still to be sent (replay and live events overlap); noted as sent."""
         deployment_id, seq = frame.get("id"), frame.get("seq", 0)
         if frame["type"] == "new":
             if deployment_id in self.sent:
-                return
+                return False
         elif deployment_id is not None and seq <= self.sent.get(deployment_id, 0):
-            return  # already sent during replay
+            return False
         if deployment_id is not None:
             self.sent[deployment_id] = max(seq, self.sent.get(deployment_id, 0))
-        await self.websocket.send_text(encoded(frame))
+        return True
+
+    async def send(self, frames: list[dict[str, Any]]) -> None:
+        await self.writer.write([encoded(frame) for frame in frames if self.fresh(frame)])
 
     async def run(self, ping_interval: float) -> None:
         subscription = self.platform.bus.subscribe(events.channel_for(self.app.id))
         try:
-            for frame in await run_in_threadpool(_snapshot, self.platform, self.app):
-                await self.send(frame)
+            await self.send(await run_in_threadpool(_snapshot, self.platform, self.app))
             while True:
                 try:
-                    # Take what is already queued without a timer; wait only when idle.
-                    event = subscription.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    event = None
-                try:
-                    if event is None:
-                        event = await asyncio.wait_for(subscription.get(), timeout=ping_interval)
+                    first = await asyncio.wait_for(subscription.get(), timeout=ping_interval)
                 except TimeoutError:
-                    await self.websocket.send_text(
-                        json.dumps({"type": "ping", "data": {"ts": int(time.time())}})
-                    )
+                    ping = {"type": "ping", "data": {"ts": int(time.time())}}
+                    await self.writer.write([encoded(ping)])
                     continue
-                if event["type"] == "_overflow":
-                    await self.websocket.close(
-                        CLOSE_TOO_SLOW, "too slow: events were dropped; reconnect"
-                    )
+                # Everything queued meanwhile goes out in the same write.
+                batch = [first]
+                while not subscription.queue.empty():
+                    batch.append(subscription.queue.get_nowait())
+                if not await self.send_batch(batch):
                     return
-                if event["type"] == "new":
-                    rendered = await run_in_threadpool(
-                        _render_new, self.platform, self.app, event["id"]
-                    )
-                    if rendered is not None:
-                        await self.send(rendered)
-                else:
-                    await self.send(event)
         finally:
             subscription.close()
+
+    async def send_batch(self, batch: list[dict[str, Any]]) -> bool:
+        """Send ``batch`` in order; False once the stream was closed for falling behind."""
+        pending: list[dict[str, Any]] = []
+        for event in batch:
+            if event["type"] == "_overflow":
+                await self.send(pending)
+                await self.websocket.close(
+                    CLOSE_TOO_SLOW, "too slow: events were dropped; reconnect"
+                )
+                return False
+            if event["type"] == "new":
+                # Rendered from the database: the event itself carries only the id.
+                await self.send(pending)
+                pending = []
+                rendered = await run_in_threadpool(
+                    _render_new, self.platform, self.app, event["id"]
+                )
+                if rendered is not None:
+                    await self.send([rendered])
+            else:
+                pending.append(event)
+        await self.send(pending)
+        return True
 
 
 async def _authenticate(websocket: WebSocket, platform: Platform) -> User | None:

@@ -55,10 +55,10 @@ def append(
 
 
 def publish(bus: EventBus, *, app_id: str, rows: Sequence[DeploymentEvent]) -> None:
-    for row in rows:
-        bus.publish(
-            channel_for(app_id), wire_event(row.deployment_id, row.kind, row.content, row.seq)
-        )
+    bus.publish_many(
+        channel_for(app_id),
+        [wire_event(row.deployment_id, row.kind, row.content, row.seq) for row in rows],
+    )
 
 
 class DeploymentLog:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 Event = dict[str, Any]
@@ -52,6 +53,11 @@ class EventBus(ABC):
     @abstractmethod
     def publish(self, channel: str, event: Event) -> None:
         """Deliver ``event`` to every subscriber of ``channel``; thread-safe, never blocks long."""
+
+    def publish_many(self, channel: str, events: Sequence[Event]) -> None:
+        """Deliver ``events`` in order; buses override it to deliver a batch at once."""
+        for event in events:
+            self.publish(channel, event)
 
     @abstractmethod
     def subscribe(self, channel: str) -> Subscription:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 
 from dockyard.backends.eventbus.base import Event, EventBus, Subscription
 
@@ -30,14 +31,17 @@ class LocalFanout:
                 if not subscribers:
                     del self._subscribers[subscription.channel]
 
-    def deliver(self, channel: str, event: Event) -> None:
+    def deliver(self, channel: str, events: Sequence[Event]) -> None:
         """Run on the loop thread."""
         with self._lock:
             targets = list(self._subscribers.get(channel, ()))
         for subscription in targets:
-            subscription.offer(event)
+            for event in events:
+                subscription.offer(event)
 
-    def deliver_threadsafe(self, channel: str, event: Event) -> None:
+    def deliver_threadsafe(self, channel: str, events: Sequence[Event]) -> None:
+        """Deliver from any thread; a batch crosses to the loop in one callback, so its
+        readers wake once for it, not once per event."""
         loop = self.loop
         if loop is None or loop.is_closed():
             return
@@ -46,11 +50,11 @@ class LocalFanout:
         except RuntimeError:
             running = None
         if running is loop:
-            self.deliver(channel, event)
+            self.deliver(channel, events)
         else:
             # The loop may close between the check and the call: then nobody listens.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.deliver, channel, event)
+                loop.call_soon_threadsafe(self.deliver, channel, events)
 
 
 class FanoutBus(EventBus):
@@ -73,7 +77,10 @@ class MemoryEventBus(FanoutBus):
         self.fanout.loop = asyncio.get_running_loop()
 
     def publish(self, channel: str, event: Event) -> None:
-        self.fanout.deliver_threadsafe(channel, event)
+        self.fanout.deliver_threadsafe(channel, [event])
+
+    def publish_many(self, channel: str, events: Sequence[Event]) -> None:
+        self.fanout.deliver_threadsafe(channel, list(events))
 
     async def close(self) -> None:
         self.fanout.loop = None

@@ -8,6 +8,9 @@ import asyncio
 import json
 import logging
 import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import psycopg
 
@@ -18,6 +21,12 @@ from dockyard.db.engine import normalise_url
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "dockyard_events"
+# PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more: batches are cut below that.
+MAX_PAYLOAD_BYTES = 7_000
+# A message split in parts is cut in pieces that stay under the limit even when every
+# character needs escaping again inside the part's JSON string.
+PART_CHARS = 3_400
+MAX_PARTIAL_MESSAGES = 64
 
 
 def _conninfo(url: str) -> str:
@@ -34,6 +43,7 @@ class PostgresEventBus(FanoutBus):
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         self._listening = threading.Event()
+        self._parts: dict[str, list[str]] = {}  # message id -> parts so far (listener thread)
 
     async def start(self) -> None:
         self.fanout.loop = asyncio.get_running_loop()
@@ -60,12 +70,41 @@ class PostgresEventBus(FanoutBus):
     def _dispatch(self, payload: str) -> None:
         try:
             message = json.loads(payload)
-        except ValueError:
+            if "part" in message:
+                message = self._reassemble(message)
+                if message is None:
+                    return
+            channel, events = message["channel"], message["events"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("the event bus ignored a malformed notification")
             return
-        self.fanout.deliver_threadsafe(message["channel"], message["event"])
+        self.fanout.deliver_threadsafe(channel, events)
+
+    def _reassemble(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """One part of a notification too big for one NOTIFY; the whole once all arrived.
+        Parts of one message come in order, from one publisher's connection."""
+        message_id, index, count = str(message["part"][0]), *map(int, message["part"][1:])
+        parts = self._parts.setdefault(message_id, [])
+        if index != len(parts):
+            self._parts.pop(message_id, None)  # a part went missing (publisher died)
+            return None
+        parts.append(str(message["data"]))
+        if len(parts) < count:
+            while len(self._parts) > MAX_PARTIAL_MESSAGES:
+                self._parts.pop(next(iter(self._parts)))
+            return None
+        del self._parts[message_id]
+        whole: dict[str, Any] = json.loads("".join(parts))
+        return whole
 
     def publish(self, channel: str, event: Event) -> None:
-        payload = json.dumps({"channel": channel, "event": event})
+        self.publish_many(channel, [event])
+
+    def publish_many(self, channel: str, events: Sequence[Event]) -> None:
+        for payload in _payloads(channel, events):
+            self._notify(payload)
+
+    def _notify(self, payload: str) -> None:
         with self._publish_lock:
             for attempt in (1, 2):
                 try:
@@ -87,3 +126,35 @@ class PostgresEventBus(FanoutBus):
                 self._publisher.close()
                 self._publisher = None
         self.fanout.loop = None
+
+
+def _payloads(channel: str, events: Sequence[Event]) -> Iterator[str]:
+    """``events`` as few NOTIFY payloads as fit, in order. A batch is cut before the
+    limit; a single event too big for one payload (a long line of escaped characters)
+    is sent in parts that the listener puts back together."""
+    head = json.dumps(channel)
+
+    def message(encoded_events: list[str]) -> str:
+        return f'{{"channel": {head}, "events": [{", ".join(encoded_events)}]}}'
+
+    batch: list[str] = []
+    size = 0
+    for event in events:
+        encoded = json.dumps(event)  # ASCII only: its length is its size in bytes
+        if batch and size + len(encoded) > MAX_PAYLOAD_BYTES:
+            yield message(batch)
+            batch, size = [], 0
+        batch.append(encoded)
+        size += len(encoded) + 2
+        if size > MAX_PAYLOAD_BYTES:
+            yield from _parts(message(batch))
+            batch, size = [], 0
+    if batch:
+        yield message(batch)
+
+
+def _parts(whole: str) -> Iterator[str]:
+    message_id = uuid.uuid4().hex
+    pieces = [whole[i : i + PART_CHARS] for i in range(0, len(whole), PART_CHARS)]
+    for index, piece in enumerate(pieces):
+        yield json.dumps({"part": [message_id, index, len(pieces)], "data": piece})
