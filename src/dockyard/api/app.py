@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from dockyard.api import errors, stream, wsframes
+from dockyard.api.listing_keys import ListingKeys
 from dockyard.api.routes import accounts, apps, deployments, runtime, sources
 from dockyard.bootstrap import Platform
 from dockyard.errors import DockyardError
@@ -70,4 +71,8 @@ def create_app(platform: Platform, *, lifespan: Lifespan | None = None) -> Starl
         lifespan=lifespan or default_lifespan,
     )
     app.state.platform = platform
+    if "listing_keys" not in platform.extras:
+        keys = ListingKeys()
+        platform.bus.observe(keys.observe)
+        platform.extras["listing_keys"] = keys
     return app

@@ -147,6 +147,8 @@ class _Stream:
                     CLOSE_TOO_SLOW, "too slow: events were dropped; reconnect"
                 )
                 return False
+            if event["type"].startswith("_"):
+                continue  # the platform's own (an app deleted): not part of the protocol
             if event["type"] == "new":
                 # Rendered from the database: the event itself carries only the id.
                 await self.send(pending)

@@ -19,13 +19,22 @@ from dockyard.db.models import DeploymentEvent
 
 LOG = "log"
 STATUS = "status"
+# Published for the platform's own listeners, never sent to a stream's clients.
+APP_DELETED = "_app_deleted"
 # PostgreSQL NOTIFY payloads are capped at 8000 bytes; a longer build line is cut there
 # (everywhere, so output and stream stay identical).
 MAX_LINE_CHARS = 4000
 
 
+_CHANNEL_PREFIX = "app:"
+
+
 def channel_for(app_id: str) -> str:
-    return f"app:{app_id}"
+    return f"{_CHANNEL_PREFIX}{app_id}"
+
+
+def app_of_channel(channel: str) -> str | None:
+    return channel[len(_CHANNEL_PREFIX) :] if channel.startswith(_CHANNEL_PREFIX) else None
 
 
 def wire_event(deployment_id: str, kind: str, content: str, seq: int) -> dict[str, Any]:

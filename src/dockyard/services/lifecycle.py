@@ -15,6 +15,7 @@ from dockyard.domain.status import SUCCESS
 from dockyard.errors import Conflict
 from dockyard.pipeline import cache
 from dockyard.services import apps as apps_service
+from dockyard.services import events
 
 
 def supervisor_of(platform: Platform) -> Any:
@@ -40,6 +41,8 @@ def destroy_app(*, platform: Platform, owner: User, name: str) -> None:
             session.scalars(select(Deployment.id).where(Deployment.app_id == app.id))
         )
     apps_service.delete_app(db=platform.db, owner=owner, name=name)
+    # Whoever keeps something of the app in memory (its listing key) forgets it.
+    platform.bus.publish(events.channel_for(app.id), {"type": events.APP_DELETED})
     for deployment_id in deployment_ids:
         platform.blobs.delete(slug_key(deployment_id))
         shutil.rmtree(platform.settings.releases_dir / deployment_id, ignore_errors=True)

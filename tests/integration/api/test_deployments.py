@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -235,3 +238,57 @@ def test_listing_pages_follow_every_change(api: Api, client: httpx.Client) -> No
     listed = client.get("/v1/apps/deploy-app/deployments?page=1&per_page=20").json()
     assert listed["deployments"][1]["status"] == "build-error"
     assert listed["deployments"][1]["finished_at"]
+
+
+def test_a_recreated_app_does_not_show_its_predecessors_deployments(
+    api: Api, client: httpx.Client
+) -> None:
+    create(client)
+    assert len(client.get("/v1/apps/deploy-app/deployments").json()["deployments"]) == 1
+    assert client.delete("/v1/apps/deploy-app").status_code == 204
+    assert client.get("/v1/apps/deploy-app/deployments").status_code == 404
+    assert client.post("/v1/apps", json={"app": {"name": "deploy-app"}}).status_code == 201
+    listed = client.get("/v1/apps/deploy-app/deployments").json()
+    assert listed["deployments"] == []
+    assert listed["meta"]["pagination"]["total_count"] == 0
+
+
+TRANSITION_ELSEWHERE = """
+import sys
+from dockyard.bootstrap import build_platform
+from dockyard.settings import Settings
+from dockyard.services import deployments as service
+settings = Settings.from_mapping({"DOCKYARD_DATA_DIR": sys.argv[1], "DOCKYARD_DATABASE_URL": sys.argv[2]})
+platform = build_platform(settings)
+service.transition(db=platform.db, bus=platform.bus, deployment_id=sys.argv[3], new_status="build-error")
+"""
+
+
+def test_a_change_made_by_another_process_shows_up_in_reads(api: Api, client: httpx.Client) -> None:
+    if not api.platform.settings.is_postgres:
+        pytest.skip("only PostgreSQL is shared between server processes")
+    deployment_id = create(client).json()["deployment"]["id"]
+    service.claim_next(db=api.platform.db, bus=api.platform.bus, worker_id="t", lease_seconds=30)
+    show = f"/v1/apps/deploy-app/deployments/{deployment_id}"
+    assert client.get(show).json()["deployment"]["status"] == "building"  # now cached
+    settings = api.platform.settings
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TRANSITION_ELSEWHERE,
+            str(settings.data_dir / "other"),
+            settings.database_url,
+            deployment_id,
+        ],
+        check=True,
+        timeout=60,
+    )
+    # The other process's notification reaches this server's bus within milliseconds;
+    # the time-to-live (5 s) is only a backstop, so well before it the change must show.
+    deadline = time.monotonic() + 2
+    while client.get(show).json()["deployment"]["status"] != "build-error":
+        assert time.monotonic() < deadline, "the other process's change was not seen"
+        time.sleep(0.02)
+    listed = client.get("/v1/apps/deploy-app/deployments").json()
+    assert listed["deployments"][0]["status"] == "build-error"

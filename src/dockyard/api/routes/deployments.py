@@ -11,6 +11,7 @@ from starlette.routing import Route
 from dockyard.api import schemas
 from dockyard.api.auth import authenticate
 from dockyard.api.errors import SECURITY_HEADERS
+from dockyard.api.listing_keys import ListingKeys
 from dockyard.api.pagecache import PageCache
 from dockyard.api.routes.common import (
     call,
@@ -22,9 +23,11 @@ from dockyard.api.routes.common import (
     read,
 )
 from dockyard.bootstrap import Platform
+from dockyard.db.models import User
 from dockyard.pipeline import cache
 from dockyard.services import apps as apps_service
 from dockyard.services import deployments as service
+from dockyard.services.deployments import ListingKey
 from dockyard.services.lifecycle import cache_dir
 
 
@@ -56,9 +59,7 @@ async def index(request: Request) -> Response:
     page = int_param(request, "page", 1, maximum=1_000_000)
     per_page = int_param(request, "per_page", 20, maximum=100)
     app_name = request.path_params["app"]
-    current = await read(
-        request, service.listing_key, engine=platform.engine, owner=user, app_name=app_name
-    )
+    current = await _listing_key(request, user, app_name)
     cache_key = (current.app_id, current.version, app_name, page, per_page)
 
     async def render() -> bytes:
@@ -87,6 +88,20 @@ async def index(request: Request) -> Response:
     return await _cached(platform, cache_key, render)
 
 
+async def _listing_key(request: Request, user: User, app_name: str) -> ListingKey:
+    """The app's id and deployments version: from memory while no change was published."""
+    platform = platform_of(request)
+    keys: ListingKeys = platform.extras["listing_keys"]
+    cached, generation = keys.get((user.id, app_name))
+    if cached is not None:
+        return cached
+    current = await read(
+        request, service.listing_key, engine=platform.engine, owner=user, app_name=app_name
+    )
+    keys.put((user.id, app_name), current, generation)
+    return current
+
+
 def _json(body: object) -> bytes:
     return bytes(json_response(body).body)
 
@@ -110,9 +125,7 @@ async def show(request: Request) -> Response:
     platform = platform_of(request)
     app_name = request.path_params["app"]
     deployment_id = request.path_params["deployment_id"]
-    current = await read(
-        request, service.listing_key, engine=platform.engine, owner=user, app_name=app_name
-    )
+    current = await _listing_key(request, user, app_name)
     cache_key = (current.app_id, current.version, app_name, "show", deployment_id)
 
     async def render() -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Event = dict[str, Any]
@@ -45,7 +45,25 @@ class Subscription:
         self.bus.unsubscribe(self)
 
 
+Observer = Callable[[str, Sequence[Event]], None]
+
+
 class EventBus(ABC):
+    def __init__(self) -> None:
+        self._observers: list[Observer] = []
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(channel, events)`` for every batch published by this process
+        (in the publishing thread, before ``publish`` returns, so a change is observed
+        before the request that made it is answered) and, on a networked bus, for every
+        batch that arrives from another process (in the bus's thread). Observers must be
+        quick and thread-safe. Register them before the server starts."""
+        self._observers.append(observer)
+
+    def _observed(self, channel: str, events: Sequence[Event]) -> None:
+        for observer in self._observers:
+            observer(channel, events)
+
     @abstractmethod
     async def start(self) -> None:
         """Bind to the running event loop (and connect, for networked buses)."""

@@ -61,6 +61,7 @@ class FanoutBus(EventBus):
     """A bus whose subscribers live in this process; subclasses decide how events arrive."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.fanout = LocalFanout()
 
     def subscribe(self, channel: str) -> Subscription:
@@ -77,10 +78,12 @@ class MemoryEventBus(FanoutBus):
         self.fanout.loop = asyncio.get_running_loop()
 
     def publish(self, channel: str, event: Event) -> None:
-        self.fanout.deliver_threadsafe(channel, [event])
+        self.publish_many(channel, [event])
 
     def publish_many(self, channel: str, events: Sequence[Event]) -> None:
-        self.fanout.deliver_threadsafe(channel, list(events))
+        batch = list(events)
+        self._observed(channel, batch)
+        self.fanout.deliver_threadsafe(channel, batch)
 
     async def close(self) -> None:
         self.fanout.loop = None

@@ -78,6 +78,7 @@ class PostgresEventBus(FanoutBus):
         except (ValueError, KeyError, TypeError):
             log.warning("the event bus ignored a malformed notification")
             return
+        self._observed(channel, events)
         self.fanout.deliver_threadsafe(channel, events)
 
     def _reassemble(self, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -103,6 +104,9 @@ class PostgresEventBus(FanoutBus):
     def publish_many(self, channel: str, events: Sequence[Event]) -> None:
         for payload in _payloads(channel, events):
             self._notify(payload)
+        # Observed here at once, and again when our own notification comes back: what
+        # this process changed must be seen before it answers the request that changed it.
+        self._observed(channel, events)
 
     def _notify(self, payload: str) -> None:
         with self._publish_lock:
