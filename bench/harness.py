@@ -141,16 +141,21 @@ class Server:
 
     def memory_kib(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) of the server process, in KiB."""
-        values = {}
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    values[key] = int(rest.split()[0])
-        return values["VmRSS"], values["VmHWM"]
+        return memory_kib(self.pid)
 
     def remove_data(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of process ``pid``, in KiB."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values["VmRSS"], values["VmHWM"]
 
 
 @contextmanager
