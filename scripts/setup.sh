@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything dockyard needs on a fresh Debian machine (run as root):
-# bubblewrap for the sandbox, git for git buildpacks, and a virtualenv with dockyard.
+# bubblewrap for the sandbox, git for git buildpacks, zstd for slugs, and a virtualenv
+# with dockyard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 command -v git >/dev/null || need_apt+=(git)
+command -v zstd >/dev/null || need_apt+=(zstd)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.pipeline.package import SLUG_SUFFIX
 from tests.conftest import SAMPLES, ServerProcess, free_port, server_process
 from tests.e2e.deployer import (
     SLOW_COMPILE,
@@ -56,8 +57,9 @@ def serve_file(external: tuple[Path, int], name: str, content: bytes) -> str:
 
 
 def slug_names(deployer: Deployer, app: str, deployment_id: str) -> list[str]:
-    slug = deployer.server.data_dir / "blobs" / "slugs" / f"{deployment_id}.tar.gz"
-    with tarfile.open(slug) as archive:
+    slug = deployer.server.data_dir / "blobs" / "slugs" / f"{deployment_id}{SLUG_SUFFIX}"
+    tar = subprocess.run(["zstd", "-d", "-c", str(slug)], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         return archive.getnames()
 
 

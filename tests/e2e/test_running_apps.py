@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dockyard.pipeline.package import SLUG_SUFFIX
 from tests.conftest import server_process
 from tests.e2e.deployer import Deployer
 from tests.helpers import tar_gz_from_files, wait_for
@@ -272,6 +273,6 @@ def test_only_the_current_and_previous_releases_stay_on_disk(deployer: Deployer)
     assert deployer.wait("pruned-app", failed)[0] == "crashed-error"
     data = deployer.server.data_dir
     on_disk = {i for i in [*ids, failed] if (data / "releases" / i).exists()}
-    slugs = {i for i in [*ids, failed] if (data / "blobs" / "slugs" / f"{i}.tar.gz").exists()}
+    slugs = {i for i in [*ids, failed] if (data / "blobs" / "slugs" / f"{i}{SLUG_SUFFIX}").exists()}
     assert on_disk == slugs == {ids[1], ids[2]}
     assert deployer.get("pruned-app").text == "v2\n"

@@ -1,7 +1,8 @@
-"""Packaging: the built app directory becomes a slug (a tar.gz in the blob store).
+"""Packaging: the built app directory becomes a slug (a zstd-compressed tar in the blob store).
 
-GNU tar and gzip do the work (in C, and in two processes, so on two cores they overlap):
-Python's ``tarfile`` spent most of a warm deploy here. tar never follows symlinks unless
+GNU tar and zstd do the work (in C, and in two processes, so on two cores they overlap):
+Python's ``tarfile`` spent most of a warm deploy here, and then ``gzip -1`` did (105 ms
+for a Flask virtualenv, against 32 ms for ``zstd -1``, whose output is also smaller). tar never follows symlinks unless
 asked (``-h``), so a link to ``/etc/shadow`` or to the data dir packs its *name*, never
 the file it points at; sockets are skipped; owners are reset and setuid/setgid/sticky bits
 dropped.
@@ -15,8 +16,9 @@ from pathlib import Path
 
 from dockyard.errors import BuildError
 
-# Fast compression: slugs are written on every deploy and read on every restart.
-GZIP_COMMAND = "gzip -1 --no-name"
+# Fast compression: a slug is written on every deploy, on the way to the app's start.
+COMPRESS_COMMAND = "zstd -1 --quiet --no-progress"
+SLUG_SUFFIX = ".tar.zst"
 TAR_WARNINGS_ONLY = 1  # e.g. "socket ignored": the slug is complete
 
 
@@ -24,7 +26,7 @@ def make_slug(app_dir: Path, slug_path: Path) -> int:
     """Write ``app_dir``'s content into ``slug_path``; returns the slug's size in bytes."""
     names = sorted(os.listdir(app_dir))
     argv = ["tar", "--create", f"--file={slug_path}", f"--directory={app_dir}"]
-    argv += [f"--use-compress-program={GZIP_COMMAND}", "--sort=name"]
+    argv += [f"--use-compress-program={COMPRESS_COMMAND}", "--sort=name"]
     argv += ["--owner=0", "--group=0", "--numeric-owner", "--mode=a-st"]
     # Names come on stdin, NUL-separated: a file called "-x" is never read as an option.
     argv += ["--null", "--verbatim-files-from", "--files-from=-"]

@@ -13,7 +13,7 @@ from dockyard.db.engine import transaction
 from dockyard.db.models import App, Deployment, User
 from dockyard.domain.status import SUCCESS
 from dockyard.errors import Conflict
-from dockyard.pipeline import cache
+from dockyard.pipeline import cache, package
 from dockyard.services import apps as apps_service
 from dockyard.services import events
 
@@ -27,7 +27,7 @@ def cache_dir(platform: Platform, app_id: str) -> Path:
 
 
 def slug_key(deployment_id: str) -> str:
-    return f"slugs/{deployment_id}.tar.gz"
+    return f"slugs/{deployment_id}{package.SLUG_SUFFIX}"
 
 
 def destroy_app(*, platform: Platform, owner: User, name: str) -> None:

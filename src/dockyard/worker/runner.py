@@ -255,7 +255,7 @@ def _buildpack_fetcher(platform: Platform) -> Callable[[str, Path], None]:
 
 def _push(platform: Platform, job: Job, workdir: Path, write: BatchingLog) -> int:
     write("-----> Packaging the release")
-    slug_path = workdir / "slug.tar.gz"
+    slug_path = workdir / f"slug{package.SLUG_SUFFIX}"
     size = package.make_slug(workdir / "app", slug_path)
     platform.blobs.put_file(slug_key(job.deployment_id), slug_path)
     if not cache.save(
