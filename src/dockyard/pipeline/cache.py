@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def _link_tree(source: Path, target: Path) -> None:
                     shutil.copy2(src, dst, follow_symlinks=False)
 
 
+_DOOMED_PREFIX = ".removing-"
+
+
 def _generation_file(saved: Path) -> Path:
     return saved.with_name(f"{saved.name}.generation")
 
@@ -57,14 +61,15 @@ def reset(saved: Path) -> None:
     os.replace(partial, marker)
     if saved.exists():
         # Renamed away first, so a build starting now never sees a half-deleted cache.
-        doomed = saved.with_name(f".deleting-{saved.name}-{uuid.uuid4().hex}")
-        saved.rename(doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        _set_aside(saved)
+        _remove_in_background(saved)
 
 
 def discard(saved: Path) -> None:
     """Remove the cache and its generation marker for good (the app is being deleted)."""
     shutil.rmtree(saved, ignore_errors=True)
+    for leftover in _set_aside_copies(saved):
+        shutil.rmtree(leftover, ignore_errors=True)
     _generation_file(saved).unlink(missing_ok=True)
 
 
@@ -85,10 +90,31 @@ def save(working: Path, saved: Path, *, seen_generation: str) -> bool:
     if generation(saved) != seen_generation:
         return False
     saved.parent.mkdir(parents=True, exist_ok=True)
-    previous = saved.with_name(f".old-{saved.name}")
-    shutil.rmtree(previous, ignore_errors=True)
     if saved.exists():
-        saved.rename(previous)
+        _set_aside(saved)
     working.rename(saved)
-    shutil.rmtree(previous, ignore_errors=True)
+    _remove_in_background(saved)
     return True
+
+
+def _set_aside(saved: Path) -> Path:
+    doomed = saved.with_name(f"{_DOOMED_PREFIX}{saved.name}-{uuid.uuid4().hex}")
+    saved.rename(doomed)
+    return doomed
+
+
+def _set_aside_copies(saved: Path) -> list[Path]:
+    return list(saved.parent.glob(f"{_DOOMED_PREFIX}{saved.name}-{'?' * 32}"))
+
+
+def _remove_in_background(saved: Path) -> None:
+    """Delete what was set aside from ``saved``, off the deployment's path: a cache of tens
+    of thousands of files (node_modules) takes seconds to delete. Leftovers of a process
+    that died meanwhile go along with the next one."""
+    leftovers = _set_aside_copies(saved)
+
+    def remove() -> None:
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+
+    threading.Thread(target=remove, name="dockyard-cache-removal", daemon=True).start()

@@ -209,9 +209,7 @@ def _build(
     job.cache_generation = cache.checkout(cache_dir(platform, job.app_id), working_cache)
     scratch = workdir / "scratch"
     scratch.mkdir()
-    if settings.sandbox:
-        sandbox.prepare_writable_dir(app_dir, job.sandbox_uid)
-        sandbox.prepare_writable_dir(working_cache, job.sandbox_uid)
+    # run_buildpacks hands the app and cache directories to the sandbox uid.
     context = buildpacks.BuildContext(
         app_dir=app_dir,
         cache_dir=working_cache,

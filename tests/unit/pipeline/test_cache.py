@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.helpers import wait_for
+
 from dockyard.pipeline import cache
 
 
@@ -62,3 +64,25 @@ def test_symlinks_are_copied_as_links_never_followed(tmp_path: Path) -> None:
     assert (working / "dir-link").is_symlink() and (working / "file-link").is_symlink()
     assert os.readlink(working / "file-link") == str(outside / "secret")
     assert not any(p.is_file() and not p.is_symlink() for p in working.rglob("*"))
+
+
+def test_replaced_caches_are_removed_off_the_build_path(tmp_path: Path) -> None:
+    saved = tmp_path / "saved"
+    # What a server killed while removing an old cache left behind.
+    leftover = tmp_path / f".removing-saved-{'0' * 32}"
+    (leftover / "npm").mkdir(parents=True)
+    other_app = tmp_path / f".removing-saved-other-{'0' * 32}"
+    other_app.mkdir()
+    for round_ in range(2):
+        working = tmp_path / f"w{round_}"
+        seen = cache.checkout(saved, working)
+        (working / f"file{round_}").write_text("x")
+        assert cache.save(working, saved, seen_generation=seen)
+    assert sorted(p.name for p in saved.iterdir()) == ["file0", "file1"]
+    wait_for(
+        lambda: sorted(p.name for p in tmp_path.iterdir()) == [other_app.name, "saved"],
+        timeout=10,
+        what="the replaced caches to be removed",
+    )
+    cache.discard(saved)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other_app.name]
