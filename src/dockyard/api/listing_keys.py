@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from dockyard.backends.eventbus.base import Event
+from dockyard.backends.eventbus.base import ALL_CHANNELS, Event
 from dockyard.services import events as events_service
 from dockyard.services.deployments import ListingKey
 
@@ -36,6 +36,7 @@ class ListingKeys:
         self.ttl = ttl
         self.clock = clock
         self._entries: dict[Key, tuple[ListingKey, float]] = {}
+        self._keys_of_app: dict[str, set[Key]] = {}
         self._lock = threading.Lock()
         # Bumped by every invalidation: a value read from the database before one must
         # not be stored after it (it may be the version the change replaced).
@@ -55,13 +56,21 @@ class ListingKeys:
                 return
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
+                self._keys_of_app.clear()
             self._entries[key] = (value, self.clock() + self.ttl)
+            self._keys_of_app.setdefault(value.app_id, set()).add(key)
 
     def observe(self, channel: str, events: Sequence[Event]) -> None:
+        if channel == ALL_CHANNELS:  # events were missed: anything may have changed
+            with self._lock:
+                self._generation += 1
+                self._entries.clear()
+                self._keys_of_app.clear()
+            return
         app_id = events_service.app_of_channel(channel)
         if app_id is None or all(event.get("type") in _UNCHANGING for event in events):
             return
         with self._lock:
             self._generation += 1
-            for key in [k for k, (value, _) in self._entries.items() if value.app_id == app_id]:
-                del self._entries[key]
+            for key in self._keys_of_app.pop(app_id, ()):
+                self._entries.pop(key, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dockyard.api.listing_keys import ListingKeys
+from dockyard.backends.eventbus.base import ALL_CHANNELS
 from dockyard.services.deployments import ListingKey
 from dockyard.services.events import channel_for
 
@@ -54,3 +55,13 @@ def test_a_deleted_app_is_forgotten_and_entries_expire() -> None:
     assert keys.get(KEY)[0] == V2
     clock.now += 0.2
     assert keys.get(KEY)[0] is None
+
+
+def test_missed_events_make_every_key_go() -> None:
+    keys = ListingKeys()
+    keys.put(KEY, V1, keys.get(KEY)[1])
+    _, generation = keys.get(KEY)
+    keys.observe(ALL_CHANNELS, [])  # the PostgreSQL bus reconnected
+    assert keys.get(KEY)[0] is None
+    keys.put(KEY, V2, generation)
+    assert keys.get(KEY)[0] is None, "read before the gap: not stored"

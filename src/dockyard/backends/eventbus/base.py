@@ -9,6 +9,7 @@ or the other clients.
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,6 +47,8 @@ class Subscription:
 
 
 Observer = Callable[[str, Sequence[Event]], None]
+ALL_CHANNELS = "*"
+log = logging.getLogger(__name__)
 
 
 class EventBus(ABC):
@@ -62,7 +65,16 @@ class EventBus(ABC):
 
     def _observed(self, channel: str, events: Sequence[Event]) -> None:
         for observer in self._observers:
-            observer(channel, events)
+            try:
+                observer(channel, events)
+            except Exception:
+                # An observer's bug must not stop the events (or the publisher).
+                log.exception("an event bus observer failed")
+
+    def _observed_gap(self) -> None:
+        """Events may have been missed (a networked bus reconnected): observers hear
+        ``ALL_CHANNELS`` with no events, meaning anything may have changed."""
+        self._observed(ALL_CHANNELS, [])
 
     @abstractmethod
     async def start(self) -> None:

@@ -27,6 +27,7 @@ MAX_PAYLOAD_BYTES = 7_000
 # character needs escaping again inside the part's JSON string.
 PART_CHARS = 3_400
 MAX_PARTIAL_MESSAGES = 64
+MAX_PARTS = 64  # far above what a batch of capped log lines can need
 
 
 def _conninfo(url: str) -> str:
@@ -59,6 +60,10 @@ class PostgresEventBus(FanoutBus):
             try:
                 with psycopg.connect(self.conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    # Whatever was notified while we were not listening is lost: whoever
+                    # keeps state from events must start over.
+                    self._parts.clear()
+                    self._observed_gap()
                     self._listening.set()
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=0.5):
@@ -66,47 +71,60 @@ class PostgresEventBus(FanoutBus):
             except psycopg.Error:
                 log.exception("the event bus lost its PostgreSQL connection; reconnecting")
                 self._stop.wait(1)
+            except Exception:
+                # Never let one bad notification end the listening for good.
+                log.exception("the event bus failed on a notification; listening again")
+                self._stop.wait(1)
 
     def _dispatch(self, payload: str) -> None:
-        try:
-            message = json.loads(payload)
-            if "part" in message:
-                message = self._reassemble(message)
-                if message is None:
-                    return
-            channel, events = message["channel"], message["events"]
-        except (ValueError, KeyError, TypeError):
+        message = _parse(payload)
+        if message is not None and "part" in message:
+            message = self._reassemble(message)
+        if message is None:
+            return
+        channel, events = message["channel"], message["events"]
+        if not isinstance(channel, str) or not isinstance(events, list):
             log.warning("the event bus ignored a malformed notification")
             return
+        events = [event for event in events if isinstance(event, dict)]
         self._observed(channel, events)
         self.fanout.deliver_threadsafe(channel, events)
 
     def _reassemble(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """One part of a notification too big for one NOTIFY; the whole once all arrived.
         Parts of one message come in order, from one publisher's connection."""
-        message_id, index, count = str(message["part"][0]), *map(int, message["part"][1:])
+        try:
+            message_id, index, count = str(message["part"][0]), *map(int, message["part"][1:])
+            data = message["data"]
+        except (KeyError, TypeError, ValueError, IndexError):
+            log.warning("the event bus ignored a malformed notification part")
+            return None
+        if not 0 < count <= MAX_PARTS or not isinstance(data, str):
+            return None
         parts = self._parts.setdefault(message_id, [])
+        if index == len(parts) - 1 and parts[-1] == data:
+            return None  # sent again by a publisher retrying after a lost reply
         if index != len(parts):
             self._parts.pop(message_id, None)  # a part went missing (publisher died)
             return None
-        parts.append(str(message["data"]))
+        parts.append(data)
         if len(parts) < count:
             while len(self._parts) > MAX_PARTIAL_MESSAGES:
                 self._parts.pop(next(iter(self._parts)))
             return None
         del self._parts[message_id]
-        whole: dict[str, Any] = json.loads("".join(parts))
-        return whole
+        return _parse("".join(parts))
 
     def publish(self, channel: str, event: Event) -> None:
         self.publish_many(channel, [event])
 
     def publish_many(self, channel: str, events: Sequence[Event]) -> None:
+        # Observed here at once (and again when our own notification comes back), even if
+        # notifying fails: what this process changed is committed, and must be seen before
+        # it answers the request that changed it.
+        self._observed(channel, events)
         for payload in _payloads(channel, events):
             self._notify(payload)
-        # Observed here at once, and again when our own notification comes back: what
-        # this process changed must be seen before it answers the request that changed it.
-        self._observed(channel, events)
 
     def _notify(self, payload: str) -> None:
         with self._publish_lock:
@@ -130,6 +148,19 @@ class PostgresEventBus(FanoutBus):
                 self._publisher.close()
                 self._publisher = None
         self.fanout.loop = None
+
+
+def _parse(payload: str) -> dict[str, Any] | None:
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict) or not (
+        "part" in message or ("channel" in message and "events" in message)
+    ):
+        log.warning("the event bus ignored a malformed notification")
+        return None
+    return message
 
 
 def _payloads(channel: str, events: Sequence[Event]) -> Iterator[str]:
