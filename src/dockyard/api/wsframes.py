@@ -16,13 +16,14 @@ plain ASGI sends anywhere else (the test client, another server).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 SCOPE_KEY = "dockyard.websocket_connection"
+WRITE_SLICE_BYTES = 256 * 1024
 _OPCODE_TEXT_FIN = 0x81
 
 
@@ -84,8 +85,28 @@ class FrameWriter:
             return
         # The same flow control as the protocol's own send(): wait while the client's
         # socket buffer is above its high-water mark, so a slow reader is not buffered
-        # without bound (it overflows its bus queue instead and is disconnected).
-        await connection.writable.wait()
-        if connection.disconnected or connection.close_sent or connection.transport.is_closing():
-            raise WebSocketDisconnect(1006)
-        connection.transport.write(b"".join(frame for _text, frame in messages))
+        # without bound (it overflows its bus queue instead and is disconnected). A long
+        # backlog (a replay) goes in slices, waiting between them.
+        for chunk in _slices([frame for _text, frame in messages], WRITE_SLICE_BYTES):
+            await connection.writable.wait()
+            if (
+                connection.disconnected
+                or connection.close_sent
+                or connection.transport.is_closing()
+            ):
+                raise WebSocketDisconnect(1006)
+            connection.transport.write(chunk)
+
+
+def _slices(frames: Sequence[bytes], size: int) -> Iterator[bytes]:
+    """Whole frames joined into pieces of about ``size`` bytes (never splitting a frame)."""
+    pending: list[bytes] = []
+    total = 0
+    for frame in frames:
+        pending.append(frame)
+        total += len(frame)
+        if total >= size:
+            yield b"".join(pending)
+            pending, total = [], 0
+    if pending:
+        yield b"".join(pending)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -40,3 +43,45 @@ def test_frames_of_every_length_arrive_whole_and_in_order(middleware: bool, tmp_
         received = [json.loads(socket.recv(timeout=10)) for _ in range(3)]
         socket.send("bye")
     assert [(m["n"], len(m["pad"])) for m in received] == [(0, 0), (1, 200), (2, 70_000)]
+
+
+def test_a_client_that_does_not_read_holds_back_the_writer(tmp_path: Path) -> None:
+    """64 MiB for a client that reads nothing yet: the writer waits on the connection's
+    flow control instead of piling everything into the process's memory."""
+    messages = [f'{{"n": {n}, "pad": "{"x" * 65_000}"}}' for n in range(1024)]
+    observed: dict[str, object] = {}
+    blocked = threading.Event()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        writer = wsframes.FrameWriter(websocket)
+        connection = writer.connection
+        assert connection is not None
+        frames = [(m, wsframes.text_frame(m.encode())) for m in messages]
+        writing = asyncio.create_task(writer.write(frames))
+        deadline = time.monotonic() + 10
+        while connection.writable.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        observed["paused"] = not connection.writable.is_set()
+        observed["buffered"] = connection.transport.get_write_buffer_size()
+        observed["finished_early"] = writing.done()
+        blocked.set()
+        await writing
+        await websocket.receive_text()
+
+    app = Starlette(
+        routes=[WebSocketRoute("/ws", endpoint)],
+        middleware=[Middleware(wsframes.expose_connection)],
+    )
+    settings = make_settings(tmp_path)
+    with (
+        ThreadServer(app, settings),
+        # Reads one frame, then nothing until asked: the socket backs up to the server.
+        connect(f"ws://127.0.0.1:{settings.port}/ws", max_size=None, max_queue=1) as socket,
+    ):
+        assert blocked.wait(15)
+        received = [json.loads(socket.recv(timeout=30))["n"] for _ in messages]
+        socket.send("bye")
+    assert observed["paused"] and not observed["finished_early"]
+    assert isinstance(observed["buffered"], int) and observed["buffered"] < 4 * 2**20
+    assert received == list(range(1024))
