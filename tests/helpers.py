@@ -141,3 +141,19 @@ class ScalingoClient:
                     if frame["data"]["status"] in FINAL:
                         return lines, statuses, frames
         raise AssertionError(f"no final status within {timeout} s; statuses so far: {statuses}")
+
+
+def processes_of(uid: int) -> list[str]:
+    """Live processes of ``uid`` (zombies are dead, only waiting for the host's init)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid != uid:
+                    continue
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(f"{entry.name} {state} {(entry / 'comm').read_text().strip()}")
+            except OSError:
+                continue
+    return found

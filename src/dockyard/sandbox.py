@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import select
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -44,6 +46,8 @@ SANDBOX_INSIDE_UID = 1000
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
 CGROUP_DRAIN_SECONDS = 5.0
+NAMESPACE_TEARDOWN_SECONDS = 5.0
+NAMESPACE_INIT_LOOKUP_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -283,52 +287,60 @@ def kill(proc: subprocess.Popen[bytes]) -> int:
     return _kill(proc, _namespace_init(proc))
 
 
-def _kill(proc: subprocess.Popen[bytes], namespace_init: tuple[int, str] | None) -> int:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-    returncode = proc.wait()
-    if namespace_init is not None:
-        _kill_and_wait_gone(*namespace_init, timeout=CGROUP_DRAIN_SECONDS)
-    return returncode
+def _kill(proc: subprocess.Popen[bytes], namespace_init: int | None) -> int:
+    try:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+        returncode = proc.wait()
+        if namespace_init is not None:
+            # Killed too (it dies with its parent); wait until it has torn the namespace down.
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(namespace_init, signal.SIGKILL)
+            select.select([namespace_init], [], [], NAMESPACE_TEARDOWN_SECONDS)
+        return returncode
+    finally:
+        if namespace_init is not None:
+            os.close(namespace_init)
 
 
-def _namespace_init(proc: subprocess.Popen[bytes]) -> tuple[int, str] | None:
-    """bwrap's init: pid 1 of the sandbox's pid namespace, a child of the bwrap we started.
+def _namespace_init(proc: subprocess.Popen[bytes]) -> int | None:
+    """A pidfd of bwrap's init: pid 1 of the sandbox's pid namespace, a child of the bwrap
+    we started.
 
     It is in its own session, so killpg does not reach it; when it dies of its parent's
-    death it still has to tear the namespace down, which takes a moment. It must be
-    noted while its parent lives (to be found at all), then waited for.
+    death it still has to tear the namespace down, which takes a moment. It must be found
+    while its parent lives (bwrap may not have forked it yet right after start: look
+    again for a moment), then waited for. A pidfd, not a pid, so that a recycled pid is
+    never signalled.
     """
-    if proc.poll() is not None:
-        return None
-    try:
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    except OSError:
-        return None
-    if not children:
-        return None
-    child = int(children[0])
-    started = _proc_start_time(child)
-    return None if started is None else (child, started)
+    deadline = time.monotonic() + NAMESPACE_INIT_LOOKUP_SECONDS
+    while proc.poll() is None:
+        try:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            return None
+        for child in children:
+            try:
+                pidfd = os.pidfd_open(int(child))
+            except OSError:
+                continue  # already gone
+            # Still bwrap's child once we hold the pidfd: the number was not recycled.
+            if _parent_of(int(child)) == proc.pid:
+                return pidfd
+            os.close(pidfd)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.001)
+    return None
 
 
-def _proc_start_time(pid: int) -> str | None:
-    """The start time of ``pid`` (to tell it from a later process reusing the number),
-    or None once it is gone or a zombie (dead, only waiting to be reaped)."""
+def _parent_of(pid: int) -> int | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return None if fields[0] == "Z" else fields[19]
-
-
-def _kill_and_wait_gone(pid: int, started: str, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while _proc_start_time(pid) == started and time.monotonic() < deadline:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, 9)
-        time.sleep(0.002)
+    return int(fields[1])
 
 
 def prepare_writable_dir(path: Path, host_uid: int) -> None:

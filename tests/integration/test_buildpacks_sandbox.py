@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from tests.helpers import processes_of
 
 from dockyard import sandbox
 from dockyard.errors import BuildError
@@ -36,22 +37,6 @@ def work() -> Iterator[Path]:
     path.chmod(0o711)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def processes_of(uid: int) -> list[str]:
-    """Live processes of ``uid`` (zombies are dead, only waiting for the host's init)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid != uid:
-                    continue
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    found.append(f"{entry.name} {state} {(entry / 'comm').read_text().strip()}")
-            except OSError:
-                continue
-    return found
 
 
 def write_buildpack(
