@@ -25,6 +25,7 @@ from dockyard import sandbox
 from dockyard.api.app import create_app
 from dockyard.bootstrap import Platform, build_platform
 from dockyard.errors import DockyardError
+from dockyard.pipeline import package
 from dockyard.router.proxy import Router
 from dockyard.router.table import RouteTable
 from dockyard.runtime.local import LocalRuntime
@@ -58,9 +59,11 @@ def recover(platform: Platform, *, single_process: bool) -> None:
     sources_service.sweep_expired(db=platform.db, blobs=platform.blobs)
 
 
-def check_sandbox(settings: Settings) -> None:
+def check_host(settings: Settings) -> None:
+    """Refuse to start, saying what to install, rather than fail every deployment later."""
+    package.check_tools()
     if settings.sandbox:
-        sandbox.bwrap_path()  # raises with a sentence on what to install
+        sandbox.bwrap_path()
     else:
         log.warning(
             "DOCKYARD_SANDBOX is off: builds and apps run UNSANDBOXED. Never do this with untrusted code."
@@ -190,7 +193,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    check_sandbox(settings)
+    check_host(settings)
     platform = build_platform(settings)
     app = wire(platform)
     config = uvicorn.Config(
@@ -198,6 +201,9 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        # The stream writes pre-built frames straight to this implementation's connection
+        # (api/wsframes.py); named, so that an upgrade changing "auto" cannot slow it.
+        ws="websockets-sansio",
         ws_max_size=64 * 1024,  # the only client frame is a small auth message
         # Log frames are small; compressing each one cost a quarter of the event loop.
         ws_per_message_deflate=False,

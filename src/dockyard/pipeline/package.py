@@ -11,6 +11,7 @@ dropped.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,18 @@ from dockyard.errors import BuildError
 # Fast compression: a slug is written on every deploy, on the way to the app's start.
 COMPRESS_COMMAND = "zstd -1 --quiet --no-progress"
 SLUG_SUFFIX = ".tar.zst"
+TOOLS_PATH = "/usr/bin:/bin"
 TAR_WARNINGS_ONLY = 1  # e.g. "socket ignored": the slug is complete
+
+
+def check_tools() -> None:
+    """Raise if GNU tar or zstd is missing from the PATH packaging runs with."""
+    for tool, package in (("tar", "tar"), ("zstd", "zstd")):
+        if shutil.which(tool, path=TOOLS_PATH) is None:
+            raise BuildError(
+                f"{tool} is not installed in {TOOLS_PATH}, and releases are packaged with it: "
+                f"install it (apt-get install -y {package}; scripts/setup.sh does)."
+            )
 
 
 def make_slug(app_dir: Path, slug_path: Path) -> int:
@@ -35,7 +47,7 @@ def make_slug(app_dir: Path, slug_path: Path) -> int:
         input=b"".join(name.encode() + b"\0" for name in names),
         capture_output=True,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+        env={"PATH": TOOLS_PATH, "LC_ALL": "C"},
     )
     if result.returncode not in (0, TAR_WARNINGS_ONLY):
         message = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
+from dockyard.errors import BuildError
+from dockyard.pipeline import package
 from dockyard.pipeline.package import make_slug
 
 
@@ -46,3 +51,14 @@ def test_slug_holds_the_app_with_links_as_links_and_no_setuid(tmp_path: Path) ->
         assert all(m.uid == 0 and m.gid == 0 for m in members.values())
         payload = b"".join(slug.extractfile(m).read() for m in members.values() if m.isfile())  # type: ignore[union-attr]
     assert b"platform secret" not in payload
+
+
+def test_a_missing_packaging_tool_is_named_with_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tar").symlink_to(shutil.which("tar") or "/usr/bin/tar")
+    monkeypatch.setattr(package, "TOOLS_PATH", str(tmp_path))
+    with pytest.raises(BuildError, match=r"^zstd is not installed .*apt-get install -y zstd"):
+        package.check_tools()
+    monkeypatch.setattr(package, "TOOLS_PATH", "/usr/bin:/bin")
+    package.check_tools()
