@@ -20,7 +20,9 @@ import datetime
 import json
 import subprocess
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -146,13 +148,15 @@ def exchange(server: Server, token: str) -> str:
 
 
 def load(port: int, path: str, jwt: str, seconds: float) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--path", path,
-         "--connections", str(CLIENTS), "--seconds", str(seconds), "--warmup", "1",
-         "--header", f"Authorization: Bearer {jwt}"],
-        capture_output=True, text=True, check=True, cwd=REPO,
-    ).stdout  # fmt: skip
-    loaded: dict[str, Any] = json.loads(out)
+    with tempfile.TemporaryDirectory(prefix="dockyard-loadgen-") as scratch:
+        result = Path(scratch) / "result.json"
+        subprocess.run(
+            [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--path", path,
+             "--connections", str(CLIENTS), "--seconds", str(seconds), "--warmup", "1",
+             "--header", f"Authorization: Bearer {jwt}", "--out", str(result)],
+            check=True, cwd=REPO,
+        )  # fmt: skip
+        loaded: dict[str, Any] = json.loads(result.read_text())
     return loaded
 
 

@@ -53,7 +53,7 @@ def run(mode: Mode) -> Result:
         f"< {TARGET_RATIO} x serial sum", parallel["wall"] < TARGET_RATIO * serial_sum,
     )  # fmt: skip
     result.check(
-        "deployments that succeeded", "of", succeeded, deployments, "all", succeeded == deployments
+        "deployments that succeeded", "", succeeded, deployments, "all", succeeded == deployments
     )
     violations = parallel["violations"]
     result.check("order or overlap violations", "", len(violations), None, "0", not violations)

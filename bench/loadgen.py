@@ -2,12 +2,12 @@
 GET as soon as the previous response is complete, for a fixed time.
 
 It runs in its own process (``python -m bench.loadgen``) on uvloop over raw sockets,
-because a Python HTTP client would cost more CPU than the server it measures. It prints
-one JSON object: the number of responses, their latencies in milliseconds, and any
+because a Python HTTP client would cost more CPU than the server it measures. It writes
+one JSON object to ``--out``: the latencies of the responses in milliseconds, and any
 response that was not a 200.
 
     python -m bench.loadgen --port P --path /v1/regions --connections 16 --seconds 10 \
-        --header "Authorization: Bearer …" [--warmup 1]
+        --header "Authorization: Bearer …" --out result.json [--warmup 1]
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=1)
     parser.add_argument("--header", action="append", default=[])
+    parser.add_argument("--out", required=True, help="where to write the JSON result")
     args = parser.parse_args()
     try:
         import uvloop
@@ -104,7 +105,10 @@ def main() -> None:
     except ImportError:
         out = asyncio.run(run(args))
     out["seconds"] = [args.seconds]
-    print(json.dumps(out))
+    # A file, not stdout: a result of hundreds of kilobytes once came back through the
+    # pipe with a line break in the middle of it.
+    with open(args.out, "w") as file:
+        json.dump(out, file)
 
 
 if __name__ == "__main__":

@@ -92,10 +92,11 @@ def run(mode: Mode) -> Result:
             payload = apps.stdlib_app(
                 extra={".buildpacks": f"http://127.0.0.1:{port}/buildpack.tar.gz\n"}
             )
+            result_file = shelf / "clients.json"
             listener = subprocess.Popen(
                 [sys.executable, "-m", "bench.stream_clients",
                  "--url", created["links"]["deployments_stream"], "--token", api.token,
-                 "--clients", str(clients), "--lines", str(lines)],
+                 "--clients", str(clients), "--lines", str(lines), "--out", str(result_file)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
             )  # fmt: skip
             assert listener.stdin is not None and listener.stdout is not None
@@ -104,8 +105,9 @@ def run(mode: Mode) -> Result:
             deployment_id = api.submit("chatty", api.upload(payload))
             listener.stdin.write(deployment_id + "\n")
             listener.stdin.flush()
-            received = json.loads(listener.stdout.readline())["clients"]
-            listener.wait(timeout=60)
+            if listener.wait(timeout=900) != 0:
+                raise RuntimeError("the stream clients failed (their error is above)")
+            received = json.loads(result_file.read_text())["clients"]
             must_succeed(api, "chatty", deployment_id, api.wait("chatty", deployment_id))
             output = api.output("chatty", deployment_id)
         finally:

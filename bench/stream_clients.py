@@ -1,12 +1,13 @@
 """N WebSocket clients on one app's deployment stream, in their own process.
 
-    python -m bench.stream_clients --url WS_URL --token TOKEN --clients 50
+    python -m bench.stream_clients --url WS_URL --token TOKEN --clients 50 --out result.json
 
 Connects and authenticates every client, prints ``READY``, reads the deployment id to
-follow from stdin, and when every client has seen that deployment's final status, prints
-one JSON object: per client, the delivery latency of each benchmark line (the time of
-arrival minus the time the build printed it, both from this host's wall clock), how many
-lines arrived out of order or not at all, and the digest of the whole log it received.
+follow from stdin, and when every client has seen that deployment's final status, writes
+one JSON object to ``--out``: per client, the delivery latency of each benchmark line
+(the time of arrival minus the time the build printed it, both from this host's wall
+clock), how many lines arrived out of order or not at all, and the digest of the whole
+log it received.
 
 Frames are only stamped on arrival and parsed afterwards, so parsing 500,000 frames does
 not delay the stamping of the next one.
@@ -115,6 +116,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--lines", type=int, default=10_000)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--out", required=True, help="where to write the JSON result")
     args = parser.parse_args()
     try:
         import uvloop
@@ -122,7 +124,9 @@ def main() -> None:
         out = uvloop.run(main_async(args))
     except ImportError:
         out = asyncio.run(main_async(args))
-    print(json.dumps(out))
+    # A file, not stdout: tens of megabytes of latencies do not belong in a pipe.
+    with open(args.out, "w") as file:
+        json.dump(out, file)
 
 
 if __name__ == "__main__":
