@@ -497,3 +497,17 @@ def test_node_app_with_yarn_lock_installs_with_yarn(build: Build) -> None:
     assert (build.app / "node_modules" / "is-number" / "package.json").is_file()
     assert "yarn" in build.output.lower()
     assert result.process_types["web"] == "npm start"
+
+
+def test_only_compile_is_given_the_cache(build: Build) -> None:
+    build.buildpacks["probe"] = {
+        "detect": "[ -e /cache ] && echo SeesCache || echo NoCache",
+        "compile": 'echo "compile cache: $2"; touch "$2/written-by-compile"',
+        "release": "[ -e /cache ] && echo 'release sees the cache' >&2; echo ---",
+    }
+    build.app_from(files={"x": "1"})
+    build.run(env={"BUILDPACK_URL": "probe"})
+    assert "-----> NoCache app detected" in build.lines
+    assert "compile cache: /cache" in build.lines
+    assert "release sees the cache" not in build.output
+    assert (build.cache / "written-by-compile").exists()

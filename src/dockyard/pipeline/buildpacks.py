@@ -129,11 +129,17 @@ def run_buildpacks(
     log: Callable[[str], None],
     fetch_buildpack: BuildpackFetcher,
     cancelled: Callable[[], bool] = lambda: False,
+    cache_ready: Callable[[], object] = lambda: None,
 ) -> BuildResult:
-    """Detect, compile and release the app in ``ctx.app_dir``; see the module docstring."""
+    """Detect, compile and release the app in ``ctx.app_dir``; see the module docstring.
+
+    ``cache_ready`` returns once ``ctx.cache_dir`` holds the cache: the caller may still be
+    filling it while the buildpacks are detected, which never see it."""
     runner = _Runner(ctx, log=log, cancelled=cancelled)
     runner.prepare()
     packs = _choose_buildpacks(ctx, runner, fetch_buildpack)
+    cache_ready()
+    runner.prepare_cache()
     release = _Release()
     for pack in packs:
         runner.compile(pack)
@@ -338,10 +344,12 @@ class _Runner:
 
     # -- setup ---------------------------------------------------------------------------
 
+    def prepare_cache(self) -> None:
+        sandbox.prepare_writable_dir(self.ctx.cache_dir, self.ctx.host_uid)
+
     def prepare(self) -> None:
         ctx = self.ctx
         sandbox.prepare_writable_dir(ctx.app_dir, ctx.host_uid)
-        sandbox.prepare_writable_dir(ctx.cache_dir, ctx.host_uid)
         ctx.scratch_dir.mkdir(parents=True, exist_ok=True)
         # The scratch dir is ours for this build; bwrap (as the sandbox uid) must pass it.
         ctx.scratch_dir.chmod(0o711)
@@ -435,7 +443,11 @@ class _Runner:
             self.log(line)
 
         status, _ = self._run(
-            pack, "compile", [self._inside("cache"), self._inside("env")], on_output=show
+            pack,
+            "compile",
+            [self._inside("cache"), self._inside("env")],
+            on_output=show,
+            with_cache=True,
         )
         if status != 0:
             raise BuildError(_compile_failure(pack, status, list(tail), self.ctx.limits))
@@ -479,13 +491,14 @@ class _Runner:
         on_output: Callable[[str], None],
         on_stderr: Callable[[str], None] | None = None,
         max_bytes: int | None = None,
+        with_cache: bool = False,
     ) -> tuple[int, int]:
         self._check_time()
         inside = self.ctx.sandbox_enabled
         script = f"{BUILDPACK_MOUNT}/bin/{step}" if inside else str(pack.path / "bin" / step)
         argv = [script, self._inside("app"), *extra_args]
         stderr = subprocess.PIPE if on_stderr is not None else subprocess.STDOUT
-        with self._spawn(pack, argv, stderr=stderr) as proc:
+        with self._spawn(pack, argv, stderr=stderr, with_cache=with_cache) as proc:
             handlers: dict[int, Callable[[str], None]] = {}
             assert proc.stdout is not None
             handlers[proc.stdout.fileno()] = on_output
@@ -496,8 +509,10 @@ class _Runner:
 
     @contextlib.contextmanager
     def _spawn(
-        self, pack: _Buildpack, argv: list[str], *, stderr: int
+        self, pack: _Buildpack, argv: list[str], *, stderr: int, with_cache: bool
     ) -> Iterator[subprocess.Popen[bytes]]:
+        """A step's sandbox. Only compile gets the cache (buildpack API v2: detect and
+        release are given the build directory alone)."""
         ctx = self.ctx
         if not ctx.sandbox_enabled:
             home = ctx.scratch_dir / "home"
@@ -508,7 +523,7 @@ class _Runner:
             return
         mounts = [
             sandbox.Mount(ctx.app_dir, APP_MOUNT, writable=True),
-            sandbox.Mount(ctx.cache_dir, CACHE_MOUNT, writable=True),
+            *([sandbox.Mount(ctx.cache_dir, CACHE_MOUNT, writable=True)] if with_cache else []),
             sandbox.Mount(self.env_dir, ENV_MOUNT),
             sandbox.Mount(pack.path, BUILDPACK_MOUNT),
         ]
