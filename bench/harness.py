@@ -392,9 +392,15 @@ class Check:
     baseline: float | None
     target: str
     met: bool
+    # Set when rounds were measured in pairs (dockyard, then the baseline, alternately):
+    # the median of the per-pair ratios, steadier than a ratio of medians when the
+    # machine's speed drifts between rounds.
+    paired_ratio: float | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if self.baseline is None or self.baseline == 0:
             return None
         return self.dockyard / self.baseline
@@ -416,8 +422,10 @@ class Result:
         baseline: float | None,
         target: str,
         met: bool,
+        *,
+        paired_ratio: float | None = None,
     ) -> None:
-        self.checks.append(Check(metric, unit, dockyard, baseline, target, met))
+        self.checks.append(Check(metric, unit, dockyard, baseline, target, met, paired_ratio))
 
     def to_json(self) -> dict[str, Any]:
         return {

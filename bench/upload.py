@@ -104,9 +104,13 @@ def run(mode: Mode) -> Result:
         shutil.rmtree(scratch, ignore_errors=True)
     mib = SIZE / 1024**2
     ours, theirs = mib / median(dockyard), mib / median(baseline)
+    # Each round's two PUTs run back to back: their ratio is taken under the same disk
+    # and CPU conditions, which drift by 3x over a run on this kind of shared machine.
+    paired = median([b / d for d, b in zip(dockyard, baseline, strict=True)])
     result.check(
-        "PUT 256 MiB throughput, median", "MiB/s", ours, theirs,
-        f">= {TARGET_THROUGHPUT_RATIO} x baseline", ours >= TARGET_THROUGHPUT_RATIO * theirs,
+        "PUT 256 MiB throughput, median (ratio: of pairs)", "MiB/s", ours, theirs,
+        f">= {TARGET_THROUGHPUT_RATIO} x baseline", paired >= TARGET_THROUGHPUT_RATIO,
+        paired_ratio=paired,
     )  # fmt: skip
     worst = max(growth)
     result.check(
@@ -134,6 +138,9 @@ def sampled_put(pid: int, port: int, target: str, payload: memoryview) -> tuple[
     """``put`` while sampling the receiving process's memory: seconds, and its largest RSS
     growth in MiB. The baseline is sampled the same way, so both PUTs share the client
     process with the same sampler thread."""
+    # The previous round left 256 MiB of dirty pages; flushed now, they are not written
+    # back during (and charged to) this round.
+    os.sync()
     before, hwm_before = memory_kib(pid)
     peak = [before]
     done = threading.Event()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.requests import ClientDisconnect, Request
@@ -15,6 +17,7 @@ from dockyard.errors import BadRequest, Conflict, PayloadTooLarge, UnsupportedMe
 from dockyard.services import sources as sources_service
 
 GZIP_MAGIC = b"\x1f\x8b"
+WRITE_BATCH_BYTES = 1024 * 1024
 ACCEPTED_TYPES = {
     "application/x-gzip",
     "application/gzip",
@@ -99,6 +102,8 @@ async def upload(request: Request) -> Response:
 
 async def _receive(chunks: AsyncIterator[bytes], pending: PendingBlob, cap: int) -> None:
     first = True
+    received = 0
+    writer = _OverlappedWriter(pending)
     try:
         async for chunk in chunks:
             if not chunk:
@@ -110,14 +115,60 @@ async def _receive(chunks: AsyncIterator[bytes], pending: PendingBlob, cap: int)
                         "The upload is not a gzip archive (it does not start with the gzip magic bytes 1f 8b): send a .tar.gz file."
                     )
                 first = False
-            if pending.size + len(chunk) > cap:
+            received += len(chunk)
+            if received > cap:
                 raise PayloadTooLarge(f"The archive is over the {cap} bytes limit.")
-            # Page-cache writes of 64 KiB chunks are quicker than a hop to a thread.
-            pending.write(chunk)
+            await writer.write(chunk)
+        await writer.finish()
     except ClientDisconnect:
         raise BadRequest(
             "The client disconnected before the upload finished.", code="incomplete_upload"
         ) from None
+    finally:
+        # Nothing may write once the caller discards the blob; a failure of that last
+        # write is moot next to the error already on its way.
+        with contextlib.suppress(Exception):
+            await writer.settle()
+
+
+class _OverlappedWriter:
+    """Writes an upload to disk from a thread while the event loop reads the next bytes.
+
+    Chunks are gathered (not copied) into batches of ``WRITE_BATCH_BYTES``; a batch is
+    written in a thread, in one vectored write, while the next one fills, and at most
+    one write is in flight, so memory stays at two batches whatever the upload's size.
+    Writing on the event loop serialised the socket reads and the disk writes: they took
+    a third of the loop's time.
+    """
+
+    def __init__(self, pending: PendingBlob) -> None:
+        self.pending = pending
+        self.batch: list[bytes] = []
+        self.batch_bytes = 0
+        self.in_flight: asyncio.Future[None] | None = None
+
+    async def write(self, chunk: bytes) -> None:
+        self.batch.append(chunk)
+        self.batch_bytes += len(chunk)
+        if self.batch_bytes >= WRITE_BATCH_BYTES:
+            await self._flush()
+
+    async def finish(self) -> None:
+        await self._flush()
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Wait for the write in flight (if any) so nothing writes after this returns."""
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is not None:
+            await in_flight
+
+    async def _flush(self) -> None:
+        await self.settle()
+        if self.batch:
+            batch, self.batch, self.batch_bytes = self.batch, [], 0
+            loop = asyncio.get_running_loop()
+            self.in_flight = loop.run_in_executor(None, self.pending.write_all, batch)
 
 
 async def download(request: Request) -> Response:

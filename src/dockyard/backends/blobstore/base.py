@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,7 +19,13 @@ class PendingBlob(ABC):
     size: int
 
     @abstractmethod
-    def write(self, chunk: bytes) -> None: ...
+    def write(self, chunk: bytes) -> None:
+        """Write all of ``chunk``; may be called from another thread than ``begin``'s."""
+
+    def write_all(self, chunks: Sequence[bytes]) -> None:
+        """Write ``chunks`` in order (stores override it with a vectored write)."""
+        for chunk in chunks:
+            self.write(chunk)
 
     @abstractmethod
     def commit(self) -> None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from dockyard.backends.blobstore.base import BlobExists, BlobStore, PendingBlob
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 
 
 def _check_key(key: str) -> None:
@@ -23,14 +27,24 @@ class _LocalPending(PendingBlob):
         self.final = final
         fd, name = tempfile.mkstemp(dir=final.parent, prefix=".partial-")
         self.tmp = Path(name)
-        # Uploads arrive in small chunks on the event loop; a 1 MiB buffer turns them into
-        # few large writes.
-        self.file: BinaryIO = os.fdopen(fd, "wb", buffering=1024 * 1024)
+        # Unbuffered: the upload handler already hands over megabyte batches.
+        self.file: BinaryIO = os.fdopen(fd, "wb", buffering=0)
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
-        self.file.write(chunk)
-        self.size += len(chunk)
+        self.write_all([chunk])
+
+    def write_all(self, chunks: Sequence[bytes]) -> None:
+        # One writev for the batch: no copy into a buffer of ours, few system calls.
+        pending = [memoryview(chunk) for chunk in chunks if chunk]
+        while pending:
+            written = os.writev(self.file.fileno(), pending[:_IOV_MAX])
+            self.size += written
+            while pending and written >= len(pending[0]):
+                written -= len(pending[0])
+                pending.pop(0)
+            if pending and written:
+                pending[0] = pending[0][written:]
 
     def commit(self) -> None:
         self.file.close()
