@@ -7,6 +7,7 @@ composition root, and tests call ``Settings.from_mapping({...})``.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -121,14 +122,12 @@ class Settings:
             rate_limit_per_minute=_int(
                 env, "DOCKYARD_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute, minimum=1
             ),
-            workers=_int(env, "DOCKYARD_WORKERS", cls.workers, minimum=1),
+            workers=_int(env, "DOCKYARD_WORKERS", default_workers(cls.build_memory_bytes), minimum=1),
             sandbox=_bool(env, "DOCKYARD_SANDBOX", True),
         )
 
     @classmethod
     def from_env(cls) -> Settings:
-        import os
-
         return cls.from_mapping(os.environ)
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -161,3 +160,16 @@ class Settings:
     @property
     def secret_file(self) -> Path:
         return self.data_dir / "secret.key"
+
+
+def default_workers(build_memory_bytes: int) -> int:
+    """Deployments built at once when DOCKYARD_WORKERS is not set: four per core, since a
+    deployment spends much of its time waiting (downloads, an app's boot), but no more
+    than the machine's memory holds at each build's memory limit, and at least two."""
+    cores = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        memory = 0
+    by_memory = memory // build_memory_bytes if memory > 0 else 4 * cores
+    return max(2, min(4 * cores, by_memory))

@@ -11,7 +11,6 @@ from typing import BinaryIO
 
 from dockyard.backends.blobstore.base import BlobExists, BlobStore, PendingBlob
 
-
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 
 
