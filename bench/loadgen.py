@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
+from typing import Any
+
+from bench.loadproc import run_to_file
 
 # What the official client sends on every call (API.md), minus the body headers of a GET.
 CLIENT_HEADERS = {
@@ -68,7 +70,7 @@ async def _connection(
         writer.close()
 
 
-async def run(args: argparse.Namespace) -> dict[str, list]:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     headers = {**CLIENT_HEADERS, "Host": f"127.0.0.1:{args.port}"}
     for header in args.header:
         name, _, value = header.partition(":")
@@ -85,6 +87,7 @@ async def run(args: argparse.Namespace) -> dict[str, list]:
     await asyncio.gather(
         *(_connection(args.port, request, until, warm_until, out) for _ in range(args.connections))
     )
+    out["seconds"] = [args.seconds]
     return out
 
 
@@ -98,17 +101,7 @@ def main() -> None:
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--out", required=True, help="where to write the JSON result")
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        out = uvloop.run(run(args))
-    except ImportError:
-        out = asyncio.run(run(args))
-    out["seconds"] = [args.seconds]
-    # A file, not stdout: a result of hundreds of kilobytes once came back through the
-    # pipe with a line break in the middle of it.
-    with open(args.out, "w") as file:
-        json.dump(out, file)
+    run_to_file(run(args), args.out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, world!"
 
@@ -56,7 +57,7 @@ def _serve_raw_backend() -> None:
     uvloop.run(main())
 
 
-async def _asgi_app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+async def _asgi_app(scope: dict[str, Any], receive: object, send: object) -> None:
     assert scope["type"] == "http"
     await send(  # type: ignore[operator]
         {

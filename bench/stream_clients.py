@@ -28,6 +28,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
 
+from bench.loadproc import run_to_file
+
 FINAL = {"success", "build-error", "crashed-error", "timeout-error", "aborted"}
 LINE = re.compile(r"^bench line (\d+) at (\d+\.\d+)$")
 
@@ -123,15 +125,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--out", required=True, help="where to write the JSON result")
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        out = uvloop.run(main_async(args))
-    except ImportError:
-        out = asyncio.run(main_async(args))
-    # A file, not stdout: tens of megabytes of latencies do not belong in a pipe.
-    with open(args.out, "w") as file:
-        json.dump(out, file)
+    run_to_file(main_async(args), args.out)
 
 
 if __name__ == "__main__":

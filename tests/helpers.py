@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import httpx
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
+CLIENT_ORIGIN = Origin("http://scalingo-cli.local/1")  # what the official client sends
 T = TypeVar("T")
 FINAL = {"success", "build-error", "crashed-error", "timeout-error", "aborted"}
 
@@ -126,7 +128,7 @@ class ScalingoClient:
         lines: list[str] = []
         statuses: list[str] = []
         frames: list[dict[str, Any]] = []
-        with connect(stream_url, origin="http://scalingo-cli.local/1", open_timeout=10) as socket:  # type: ignore[arg-type]
+        with connect(stream_url, origin=CLIENT_ORIGIN, open_timeout=10) as socket:
             socket.send(json.dumps({"type": "auth", "data": {"token": self.jwt}}) + "\n")
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

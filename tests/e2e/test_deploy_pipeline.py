@@ -8,7 +8,7 @@ import io
 import subprocess
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -129,7 +129,7 @@ def gzip_bomb(uncompressed: int) -> bytes:
     return b"".join(parts)
 
 
-def hostile_tar(build: callable) -> bytes:  # type: ignore[valid-type]
+def hostile_tar(build: Callable[[tarfile.TarFile], object]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         build(archive)

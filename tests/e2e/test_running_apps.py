@@ -173,12 +173,13 @@ def test_lifecycle_endpoints_and_app_logs(deployer: Deployer) -> None:
     deploy_ok(deployer, "lifecycle-app", web_app("alive"))
     deployer.get("lifecycle-app", "/hello-logs")
     with deployer.client() as client:
+
+        def logs_with_the_request() -> str | None:
+            text = client.get("/v1/apps/lifecycle-app/logs?lines=50").text
+            return text if "/hello-logs" in text else None
+
         logs = wait_for(
-            lambda: (
-                (text := client.get("/v1/apps/lifecycle-app/logs?lines=50").text)
-                and "/hello-logs" in text
-                and text
-            ),
+            logs_with_the_request,
             timeout=10,
             what="the request in the app's logs",
         )

@@ -49,13 +49,14 @@ def test_official_client_deploy_flow(dockyard_server: ServerProcess) -> None:
     client.request("DELETE", "/apps/client-flow/caches/deployment", expect=204)
 
     # Capability tokens never reach a log, a deployment object or the build output.
+    log_path = dockyard_server.log_path
+    assert log_path is not None
     for url in (source["upload_url"], source["download_url"]):
         token = url.split("token=")[1]
         assert token not in output
         assert token not in str(shown) and token not in str(listed)
-        assert dockyard_server.log_path is not None
-        assert token not in dockyard_server.log_path.read_text()
-    assert "token=[redacted]" in dockyard_server.log_path.read_text()
+        assert token not in log_path.read_text()
+    assert "token=[redacted]" in log_path.read_text()
 
     # And the app really answers through the router.
     response = httpx.get(

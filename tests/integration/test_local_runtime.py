@@ -11,7 +11,7 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -114,7 +114,7 @@ def get(handle: ProcessHandle) -> str:
         return response.read().decode()
 
 
-def wait_until(condition, *, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition: Callable[[], object], *, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -85,7 +86,7 @@ def test_over_the_size_cap_is_413_without_storing(api: Api) -> None:
     declared = httpx.put(source["upload_url"], content=big, headers=GZIP_HEADERS)
     assert declared.status_code == 413
 
-    def chunks() -> object:
+    def chunks() -> Iterator[bytes]:
         for offset in range(0, len(big), 16 * 1024):
             yield big[offset : offset + 16 * 1024]
 

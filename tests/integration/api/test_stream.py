@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import Api
+from tests.helpers import CLIENT_ORIGIN
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -40,7 +41,7 @@ def setup_deployment(api: Api) -> tuple[str, str, str]:
 
 @contextlib.contextmanager
 def open_stream(url: str, token: str) -> Iterator[ClientConnection]:
-    with connect(url, origin="http://scalingo-cli.local/1", open_timeout=10) as socket:  # type: ignore[arg-type]
+    with connect(url, origin=CLIENT_ORIGIN, open_timeout=10) as socket:
         socket.send(json.dumps({"type": "auth", "data": {"token": token}}) + "\n")
         yield socket
 
@@ -142,7 +143,7 @@ def test_bad_token_is_closed_at_once(api: Api) -> None:
 def test_no_auth_frame_is_closed_after_the_timeout(api: Api) -> None:
     api.platform.extras["stream_auth_timeout"] = 0.3
     url, _, _ = setup_deployment(api)
-    with connect(url) as socket, pytest.raises(ConnectionClosed):  # type: ignore[arg-type]
+    with connect(url) as socket, pytest.raises(ConnectionClosed):
         socket.recv(timeout=5)
 
 
@@ -215,7 +216,7 @@ def test_stream_sees_a_deployment_written_by_another_process(api: Api) -> None:
 
 def test_an_oversize_frame_closes_the_stream(api: Api) -> None:
     url, _, _ = setup_deployment(api)
-    with connect(url) as socket:  # type: ignore[arg-type]
+    with connect(url) as socket:
         socket.send("x" * (128 * 1024))
         with pytest.raises(ConnectionClosed) as closed:
             socket.recv(timeout=5)

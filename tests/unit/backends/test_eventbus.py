@@ -15,9 +15,12 @@ def test_events_from_a_thread_reach_every_subscriber_in_order() -> None:
         await bus.start()
         subscriptions = [bus.subscribe("app:1") for _ in range(3)]
         other = bus.subscribe("app:2")
-        publisher = threading.Thread(
-            target=lambda: [bus.publish("app:1", {"type": "log", "n": i}) for i in range(100)]
-        )
+
+        def publish() -> None:
+            for i in range(100):
+                bus.publish("app:1", {"type": "log", "n": i})
+
+        publisher = threading.Thread(target=publish)
         publisher.start()
         publisher.join()
         received = [[(await s.get())["n"] for _ in range(100)] for s in subscriptions]

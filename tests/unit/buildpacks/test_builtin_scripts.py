@@ -136,8 +136,11 @@ def site(tmp_path: Path) -> Iterator[http.client.HTTPConnection]:
     (root / ".git" / "config").write_text("x")
     (tmp_path / "outside.txt").write_text("outside")
     (root / "link.txt").symlink_to(tmp_path / "outside.txt")
-    handler = type("H", (static.StaticHandler,), {"root": root.resolve()})
-    handler.log_message = lambda *args: None  # keep test output quiet
+    handler = type(
+        "H",
+        (static.StaticHandler,),
+        {"root": root.resolve(), "log_message": lambda *args: None},  # quiet test output
+    )
     server = static.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -83,6 +83,7 @@ def test_the_first_line_of_the_last_error_block_is_the_reason() -> None:
 
 def test_malformed_events_are_ignored() -> None:
     f, out = follower()
+    event: object
     for event in [
         None,
         [],
@@ -128,7 +129,11 @@ def serve_stream(scripts: list[list[dict[str, object]]]) -> tuple[str, list[str]
 
 
 def test_follow_reconnects_and_prints_each_line_once() -> None:
-    first = [{"type": "new", "id": "dep-1", "data": {}}, log("one"), status("building")]
+    first: list[dict[str, object]] = [
+        {"type": "new", "id": "dep-1", "data": {}},
+        log("one"),
+        status("building"),
+    ]
     second = [log("one"), status("building"), log("two"), status("pushing"), status("success")]
     url, auths, server = serve_stream([first, second])
     f, out = follower()

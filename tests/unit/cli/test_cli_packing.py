@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,10 +138,10 @@ def test_unreadable_file_is_an_error_in_words(
 ) -> None:
     real_open = Path.open
 
-    def refuse(self: Path, *args: object, **kwargs: object) -> object:
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
         if self.name == "app.py":
             raise PermissionError(13, "Permission denied")  # chmod 0 does not stop root
-        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+        return real_open(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "open", refuse)
     with pytest.raises(ClientError) as caught:

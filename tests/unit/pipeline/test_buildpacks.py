@@ -159,12 +159,16 @@ def test_buildpack_url_that_refuses_the_app(work: Path) -> None:
         )
 
 
+def _fetch_a_readme_only(_url: str, target: Path) -> None:
+    (target / "README").write_text("x")
+
+
 def test_fetched_directory_without_compile_is_not_a_buildpack(work: Path) -> None:
     with pytest.raises(BuildError, match="is not a buildpack: it has no bin/compile"):
         run_buildpacks(
             context(work, {"BUILDPACK_URL": "u"}),
             log=lambda _: None,
-            fetch_buildpack=lambda _, target: (target / "README").write_text("x"),
+            fetch_buildpack=_fetch_a_readme_only,
         )
 
 
