@@ -93,6 +93,7 @@ class ThreadServer:
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            ws="websockets-sansio",  # as serve runs it (api/wsframes.py relies on it)
             ws_max_size=64 * 1024,
             ws_per_message_deflate=False,
         )

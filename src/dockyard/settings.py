@@ -122,7 +122,9 @@ class Settings:
             rate_limit_per_minute=_int(
                 env, "DOCKYARD_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute, minimum=1
             ),
-            workers=_int(env, "DOCKYARD_WORKERS", default_workers(cls.build_memory_bytes), minimum=1),
+            workers=_int(
+                env, "DOCKYARD_WORKERS", default_workers(cls.build_memory_bytes), minimum=1
+            ),
             sandbox=_bool(env, "DOCKYARD_SANDBOX", True),
         )
 
@@ -162,14 +164,18 @@ class Settings:
         return self.data_dir / "secret.key"
 
 
+MAX_DEFAULT_WORKERS = 32  # the database pool is sized for about this many at once
+
+
 def default_workers(build_memory_bytes: int) -> int:
-    """Deployments built at once when DOCKYARD_WORKERS is not set: four per core, since a
-    deployment spends much of its time waiting (downloads, an app's boot), but no more
-    than the machine's memory holds at each build's memory limit, and at least two."""
-    cores = os.cpu_count() or 1
+    """Deployments built at once when DOCKYARD_WORKERS is not set: four per core this
+    process may use, since a deployment spends much of its time waiting (downloads, an
+    app's boot), but no more than the machine's memory holds at each build's memory
+    limit, never more than 32, and at least two."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         memory = 0
     by_memory = memory // build_memory_bytes if memory > 0 else 4 * cores
-    return max(2, min(4 * cores, by_memory))
+    return max(2, min(4 * cores, by_memory, MAX_DEFAULT_WORKERS))

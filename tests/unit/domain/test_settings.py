@@ -19,6 +19,7 @@ GIB = 1024**3
         (2, 64, 8),  # core-bound: four per core
         (1, 2, 2),  # never fewer than two
         (32, 64, 16),
+        (64, 1024, 32),  # at most 32, whatever the machine
     ],
 )
 def test_default_workers_follow_cores_and_memory(
@@ -26,7 +27,7 @@ def test_default_workers_follow_cores_and_memory(
 ) -> None:
     page = 4096
     pages = memory_gib * GIB // page
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
     monkeypatch.setattr(
         os, "sysconf", lambda name: {"SC_PHYS_PAGES": pages, "SC_PAGE_SIZE": page}[name]
     )

@@ -260,3 +260,21 @@ def test_nothing_matches(work: Path) -> None:
         "No buildpack matched this app: looked for requirements.txt, pyproject.toml, Pipfile, "
         "setup.py (python), package.json (nodejs), index.html (static), Procfile (procfile)."
     )
+
+
+def test_compile_waits_for_the_cache_and_sees_what_it_holds(work: Path) -> None:
+    lines: list[str] = []
+
+    def cache_ready() -> None:
+        # The cache is being checked out while detection runs; compile must not start first.
+        assert "-----> X app detected" in lines and not any("seed" in line for line in lines)
+        (work / "cache").mkdir(exist_ok=True)
+        (work / "cache" / "seed").write_text("from the last build")
+
+    run_buildpacks(
+        context(work, {"BUILDPACK_URL": "u"}),
+        log=lines.append,
+        fetch_buildpack=lambda _, target: pack(target, compile='echo "seed: $(cat $2/seed)"'),
+        cache_ready=cache_ready,
+    )
+    assert "seed: from the last build" in lines

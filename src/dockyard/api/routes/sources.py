@@ -18,6 +18,7 @@ from dockyard.services import sources as sources_service
 
 GZIP_MAGIC = b"\x1f\x8b"
 WRITE_BATCH_BYTES = 1024 * 1024
+MAX_BATCH_PIECES = 256
 ACCEPTED_TYPES = {
     "application/x-gzip",
     "application/gzip",
@@ -150,6 +151,10 @@ class _OverlappedWriter:
     async def write(self, chunk: bytes) -> None:
         self.batch.append(chunk)
         self.batch_bytes += len(chunk)
+        if len(self.batch) >= MAX_BATCH_PIECES:
+            # A client trickling tiny segments: keep the batch a few pieces long (each
+            # piece costs far more memory than its bytes, and writev takes ~1,000).
+            self.batch = [b"".join(self.batch)]
         if self.batch_bytes >= WRITE_BATCH_BYTES:
             await self._flush()
 
@@ -158,10 +163,12 @@ class _OverlappedWriter:
         await self.settle()
 
     async def settle(self) -> None:
-        """Wait for the write in flight (if any) so nothing writes after this returns."""
-        in_flight, self.in_flight = self.in_flight, None
-        if in_flight is not None:
-            await in_flight
+        """Wait for the write in flight (if any) so nothing writes after this returns.
+        Shielded: cancelling the request does not stop a thread's write, so it stays
+        in flight (and is waited for again) until it has really finished."""
+        if self.in_flight is not None:
+            await asyncio.shield(self.in_flight)
+            self.in_flight = None
 
     async def _flush(self) -> None:
         await self.settle()

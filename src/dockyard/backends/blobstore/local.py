@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from dockyard.backends.blobstore.base import BlobExists, BlobStore, PendingBlob
 
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
+# writev takes at most this many pieces (sysconf may say -1: no limit known).
+_IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if "SC_IOV_MAX" in os.sysconf_names else 1024
 
 
 def _check_key(key: str) -> None:
@@ -29,24 +31,35 @@ class _LocalPending(PendingBlob):
         # Unbuffered: the upload handler already hands over megabyte batches.
         self.file: BinaryIO = os.fdopen(fd, "wb", buffering=0)
         self.size = 0
+        # Writes may come from another thread: commit and discard wait for the one under
+        # way, and nothing writes after them (the descriptor may already name another file).
+        self._lock = threading.Lock()
+        self._closed = False
 
     def write(self, chunk: bytes) -> None:
         self.write_all([chunk])
 
     def write_all(self, chunks: Sequence[bytes]) -> None:
-        # One writev for the batch: no copy into a buffer of ours, few system calls.
-        pending = [memoryview(chunk) for chunk in chunks if chunk]
-        while pending:
-            written = os.writev(self.file.fileno(), pending[:_IOV_MAX])
-            self.size += written
-            while pending and written >= len(pending[0]):
-                written -= len(pending[0])
-                pending.pop(0)
-            if pending and written:
-                pending[0] = pending[0][written:]
+        # One writev per batch: no copy into a buffer of ours, few system calls.
+        views = [memoryview(chunk) for chunk in chunks if chunk]
+        with self._lock:
+            if self._closed:
+                raise ValueError("write to a blob that was committed or discarded")
+            fd = self.file.fileno()
+            first = 0
+            while first < len(views):
+                written = os.writev(fd, views[first : first + _IOV_MAX])
+                self.size += written
+                while first < len(views) and written >= len(views[first]):
+                    written -= len(views[first])
+                    first += 1
+                if written:
+                    views[first] = views[first][written:]
 
     def commit(self) -> None:
-        self.file.close()
+        with self._lock:
+            self._closed = True
+            self.file.close()
         try:
             # link() fails if the name exists, so of two concurrent writers exactly one
             # publishes, and readers never see a half-written file.
@@ -57,8 +70,10 @@ class _LocalPending(PendingBlob):
             self.tmp.unlink(missing_ok=True)
 
     def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self.file.close()
+        with self._lock:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                self.file.close()
         self.tmp.unlink(missing_ok=True)
 
 
