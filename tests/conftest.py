@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 
 from dockyard.api.app import create_app
 from dockyard.bootstrap import Platform, build_platform
+from dockyard.server import PROTOCOL_OPTIONS
 from dockyard.services.auth import create_user
 from dockyard.settings import Settings
 
@@ -93,9 +94,7 @@ class ThreadServer:
             host=settings.host,
             port=settings.port,
             log_level="warning",
-            ws="websockets-sansio",  # as serve runs it (api/wsframes.py relies on it)
-            ws_max_size=64 * 1024,
-            ws_per_message_deflate=False,
+            **PROTOCOL_OPTIONS,  # as serve runs it
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 
 from dockyard import sandbox
 from dockyard.api.app import create_app
+from dockyard.api.httpproto import FewerCopiesHttpToolsProtocol
 from dockyard.bootstrap import Platform, build_platform
 from dockyard.errors import DockyardError
 from dockyard.pipeline import package
@@ -58,6 +59,19 @@ def recover(platform: Platform, *, single_process: bool) -> None:
     if sweep is not None:
         sweep()
     sources_service.sweep_expired(db=platform.db, blobs=platform.blobs)
+
+
+# How the API speaks HTTP and WebSocket; the test servers use the same.
+PROTOCOL_OPTIONS: dict[str, Any] = {
+    # Request bodies without uvicorn's two extra copies (api/httpproto.py).
+    "http": FewerCopiesHttpToolsProtocol,
+    # The stream writes pre-built frames straight to this implementation's connection
+    # (api/wsframes.py); named, so that an upgrade changing "auto" cannot slow it.
+    "ws": "websockets-sansio",
+    "ws_max_size": 64 * 1024,  # the only client frame is a small auth message
+    # Log frames are small; compressing each one cost a quarter of the event loop.
+    "ws_per_message_deflate": False,
+}
 
 
 def check_host(settings: Settings) -> None:
@@ -212,12 +226,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        # The stream writes pre-built frames straight to this implementation's connection
-        # (api/wsframes.py); named, so that an upgrade changing "auto" cannot slow it.
-        ws="websockets-sansio",
-        ws_max_size=64 * 1024,  # the only client frame is a small auth message
-        # Log frames are small; compressing each one cost a quarter of the event loop.
-        ws_per_message_deflate=False,
+        **PROTOCOL_OPTIONS,
         proxy_headers=False,
         timeout_graceful_shutdown=5,
         lifespan="on",
