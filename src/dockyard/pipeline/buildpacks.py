@@ -129,17 +129,20 @@ def run_buildpacks(
     log: Callable[[str], None],
     fetch_buildpack: BuildpackFetcher,
     cancelled: Callable[[], bool] = lambda: False,
-    cache_ready: Callable[[], object] = lambda: None,
+    cache_ready: Callable[[], object] | None = None,
 ) -> BuildResult:
     """Detect, compile and release the app in ``ctx.app_dir``; see the module docstring.
 
-    ``cache_ready`` returns once ``ctx.cache_dir`` holds the cache: the caller may still be
-    filling it while the buildpacks are detected, which never see it."""
+    ``cache_ready``, if given, returns once ``ctx.cache_dir`` holds the cache, owned by
+    the build uid: the caller may still be filling it while the buildpacks are detected,
+    which never see it. Without it, the cache directory is handed to the build uid here."""
     runner = _Runner(ctx, log=log, cancelled=cancelled)
     runner.prepare()
     packs = _choose_buildpacks(ctx, runner, fetch_buildpack)
-    cache_ready()
-    runner.prepare_cache()
+    if cache_ready is None:
+        runner.prepare_cache()
+    else:
+        cache_ready()
     release = _Release()
     for pack in packs:
         runner.compile(pack)

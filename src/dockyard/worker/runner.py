@@ -12,6 +12,7 @@ release keeps serving because nothing touches it before the new one has booted.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -208,7 +209,8 @@ def _build(
     working_cache = workdir / "cache"
     # The cache's hard-linked copy (tens of ms for a virtualenv, more for node_modules)
     # is made while the buildpacks are detected, which do not see it.
-    checkout = _Checkout(cache_dir(platform, job.app_id), working_cache)
+    owner = job.sandbox_uid if os.geteuid() == 0 else None  # only root can give files away
+    checkout = _Checkout(cache_dir(platform, job.app_id), working_cache, owner)
     try:
         result = _run_buildpacks(platform, job, workdir, app_dir, write, cancelled, checkout)
     except BaseException:
@@ -256,18 +258,18 @@ class _Checkout:
     """``cache.checkout`` in a thread of its own; ``wait`` returns the cache's generation
     (and raises what the checkout raised)."""
 
-    def __init__(self, saved: Path, working: Path) -> None:
+    def __init__(self, saved: Path, working: Path, owner: int | None) -> None:
         self.working = working
         self._generation = ""
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(saved,), name="dockyard-cache-checkout", daemon=True
+            target=self._run, args=(saved, owner), name="dockyard-cache-checkout", daemon=True
         )
         self._thread.start()
 
-    def _run(self, saved: Path) -> None:
+    def _run(self, saved: Path, owner: int | None) -> None:
         try:
-            self._generation = cache.checkout(saved, self.working)
+            self._generation = cache.checkout(saved, self.working, owner=owner)
         except BaseException as exc:
             self._error = exc
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from tests.helpers import wait_for
 
 from dockyard.pipeline import cache
@@ -86,3 +87,26 @@ def test_replaced_caches_are_removed_off_the_build_path(tmp_path: Path) -> None:
     )
     cache.discard(saved)
     assert sorted(p.name for p in tmp_path.iterdir()) == [other_app.name]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away")
+def test_a_checkout_is_handed_to_the_build_user_whole(tmp_path: Path) -> None:
+    build_uid = 243_219
+    saved = tmp_path / "saved"
+    (saved / "venv" / "bin").mkdir(parents=True)
+    (saved / "venv" / "bin" / "python").write_text("#!")
+    os.symlink("bin/python", saved / "venv" / "python-link")
+    (saved / "venv" / "bin" / "python").chmod(0o755)
+    working = tmp_path / "w"
+    cache.checkout(saved, working, owner=build_uid)
+    owners = {
+        str(path.relative_to(working)): path.lstat().st_uid
+        for path in [working, *working.rglob("*")]
+    }
+    assert owners == {
+        ".": build_uid,
+        "venv": build_uid,
+        "venv/bin": build_uid,
+        "venv/bin/python": build_uid,
+        "venv/python-link": build_uid,
+    }
