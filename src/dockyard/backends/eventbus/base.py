@@ -80,14 +80,13 @@ class EventBus(ABC):
     async def start(self) -> None:
         """Bind to the running event loop (and connect, for networked buses)."""
 
-    @abstractmethod
     def publish(self, channel: str, event: Event) -> None:
         """Deliver ``event`` to every subscriber of ``channel``; thread-safe, never blocks long."""
+        self.publish_many(channel, [event])
 
+    @abstractmethod
     def publish_many(self, channel: str, events: Sequence[Event]) -> None:
-        """Deliver ``events`` in order; buses override it to deliver a batch at once."""
-        for event in events:
-            self.publish(channel, event)
+        """Deliver ``events`` in order, as one batch; thread-safe, never blocks long."""
 
     @abstractmethod
     def subscribe(self, channel: str) -> Subscription:

@@ -77,9 +77,6 @@ class MemoryEventBus(FanoutBus):
     async def start(self) -> None:
         self.fanout.loop = asyncio.get_running_loop()
 
-    def publish(self, channel: str, event: Event) -> None:
-        self.publish_many(channel, [event])
-
     def publish_many(self, channel: str, events: Sequence[Event]) -> None:
         batch = list(events)
         self._observed(channel, batch)

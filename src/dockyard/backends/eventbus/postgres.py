@@ -115,9 +115,6 @@ class PostgresEventBus(FanoutBus):
         del self._parts[message_id]
         return _parse("".join(parts))
 
-    def publish(self, channel: str, event: Event) -> None:
-        self.publish_many(channel, [event])
-
     def publish_many(self, channel: str, events: Sequence[Event]) -> None:
         # Observed here at once (and again when our own notification comes back), even if
         # notifying fails: what this process changed is committed, and must be seen before
