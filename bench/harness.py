@@ -139,10 +139,6 @@ class Server:
         ).stdout  # fmt: skip
         return out.strip().splitlines()[-1]
 
-    def memory_kib(self) -> tuple[int, int]:
-        """(VmRSS, VmHWM) of the server process, in KiB."""
-        return memory_kib(self.pid)
-
     def remove_data(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -392,8 +388,8 @@ class Check:
     baseline: float | None
     target: str
     met: bool
-    # Set when rounds were measured in pairs (dockyard, then the baseline, alternately):
-    # the median of the per-pair ratios, steadier than a ratio of medians when the
+    # Set when rounds were measured in pairs (dockyard's and the baseline's, back to
+    # back): the median of the per-pair ratios, steadier than a ratio of medians when the
     # machine's speed drifts between rounds.
     paired_ratio: float | None = None
 

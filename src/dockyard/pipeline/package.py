@@ -2,10 +2,10 @@
 
 GNU tar and zstd do the work (in C, and in two processes, so on two cores they overlap):
 Python's ``tarfile`` spent most of a warm deploy here, and then ``gzip -1`` did (105 ms
-for a Flask virtualenv, against 32 ms for ``zstd -1``, whose output is also smaller). tar never follows symlinks unless
-asked (``-h``), so a link to ``/etc/shadow`` or to the data dir packs its *name*, never
-the file it points at; sockets are skipped; owners are reset and setuid/setgid/sticky bits
-dropped.
+for a Flask virtualenv, against 32 ms for ``zstd -1``, whose output is also smaller).
+tar never follows symlinks unless asked (``-h``), so a link to ``/etc/shadow`` or to the
+data dir packs its *name*, never the file it points at; sockets are skipped; owners are
+reset and setuid/setgid/sticky bits dropped.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ LOG = "log"
 STATUS = "status"
 # Published for the platform's own listeners, never sent to a stream's clients.
 APP_DELETED = "_app_deleted"
-# PostgreSQL NOTIFY payloads are capped at 8000 bytes; a longer build line is cut there
-# (everywhere, so output and stream stay identical).
+# A longer build line is cut here (everywhere, so output and stream stay identical). The
+# PostgreSQL bus no longer needs it (it splits what a NOTIFY cannot carry), but it keeps
+# one line of a runaway build from weighing megabytes in the log and every stream.
 MAX_LINE_CHARS = 4000
 
 
