@@ -76,6 +76,12 @@ class SandboxSpec:
     limits: Limits = field(default_factory=Limits)
     share_network: bool = True
     hostname: str = "dockyard"
+    # A host directory to be the sandbox's ``/`` instead of an empty tmpfs. Directories in
+    # it (a build's /app and /cache) are then one mount, so hard links between them work
+    # (``link()`` across two bind mounts fails with EXDEV even on one file system). Its
+    # mount points are made by ``spawn``; keep it root-owned so the sandbox cannot write
+    # to ``/`` itself.
+    root: Path | None = None
 
 
 def bwrap_path() -> str:
@@ -103,6 +109,7 @@ def command(spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
         "--die-with-parent",
         "--new-session",
         "--cap-drop", "ALL",
+        *(["--bind", str(spec.root), "/"] if spec.root is not None else []),
         "--proc", "/proc",
         "--dev", "/dev",
         "--tmpfs", "/tmp",  # noqa: S108 - a private tmpfs inside the sandbox
@@ -113,8 +120,9 @@ def command(spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
         args += ["--ro-bind", path, path]
     for path in SYSTEM_RO_BINDS_IF_PRESENT:
         args += ["--ro-bind-try", path, path]
-    for target, link in SYSTEM_SYMLINKS:
-        args += ["--symlink", target, link]
+    if spec.root is None:  # a root directory has them already (bwrap will not replace one)
+        for target, link in SYSTEM_SYMLINKS:
+            args += ["--symlink", target, link]
     for mount in spec.mounts:
         args += ["--bind" if mount.writable else "--ro-bind", str(mount.source), mount.target]
     args += ["--chdir", spec.cwd, "--clearenv"]
@@ -234,6 +242,8 @@ def start(
     stdin: int | None = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in the sandbox and return the bwrap process (the caller stops it)."""
+    if spec.root is not None:
+        prepare_root(spec)
     cgroup = _Cgroup(spec) if os.geteuid() == 0 else None
     # Only root can (and must) drop to the sandbox uid; tests as a normal user run as themselves.
     as_root = os.geteuid() == 0
@@ -341,6 +351,31 @@ def _parent_of(pid: int) -> int | None:
     except (OSError, IndexError):
         return None
     return int(fields[1])
+
+
+def prepare_root(spec: SandboxSpec) -> None:
+    """Make the mount points and system symlinks of ``spec`` in its root directory.
+
+    bwrap runs as the sandbox uid, which cannot write to a root-owned root, so it cannot
+    make them itself. Idempotent: every step of a build calls it on the same root.
+    """
+    assert spec.root is not None
+    root = spec.root
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    points = ["/proc", "/dev", "/tmp", *SYSTEM_RO_BINDS]  # noqa: S108 - mount points
+    points += [path for path in SYSTEM_RO_BINDS_IF_PRESENT if os.path.isdir(path)]
+    for path in points:
+        (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    for target, link in SYSTEM_SYMLINKS:
+        with contextlib.suppress(FileExistsError):
+            (root / link.lstrip("/")).symlink_to(target)
+    for mount in spec.mounts:
+        point = root / mount.target.lstrip("/")
+        if mount.source.is_dir():
+            point.mkdir(parents=True, exist_ok=True)
+        elif not point.exists():
+            point.parent.mkdir(parents=True, exist_ok=True)
+            point.touch()
 
 
 def prepare_writable_dir(path: Path, host_uid: int) -> None:

@@ -56,7 +56,9 @@ class Build:
         self.uid = uid
         self.lines: list[str] = []
         self.times: list[float] = []
-        self.app = work / "app"
+        # The layout dockyard's runner uses: the app in the sandboxes' root directory.
+        self.root = work / "root"
+        self.app = self.root / "app"
         self.cache = work / "cache"
         self.buildpacks: dict[str, dict[str, str]] = {}
 
@@ -66,7 +68,7 @@ class Build:
         if sample:
             shutil.copytree(SAMPLES / sample, self.app)
         else:
-            self.app.mkdir()
+            self.app.mkdir(parents=True)
         for name, text in (files or {}).items():
             (self.app / name).parent.mkdir(parents=True, exist_ok=True)
             (self.app / name).write_text(text)
@@ -92,6 +94,7 @@ class Build:
             host_uid=self.uid,
             limits=limits or sandbox.Limits(),
             timeout=timeout,
+            sandbox_root=self.root,
         )
 
         def log(line: str) -> None:
@@ -352,7 +355,45 @@ def test_second_python_build_reuses_the_cache(build: Build) -> None:
     cold, warm = timings
     print(f"flask+gunicorn: cold {cold:.2f}s, warm {warm:.2f}s ({warm / cold:.2f} of cold)")
     assert (build.app / ".venv/bin/gunicorn").exists()
+    assert any("Reused the environment built last time" in line for line in build.lines)
     assert warm < cold
+    # Put back as hard links of the cached venv, not copies.
+    (cached,) = (build.cache / "python").glob("venv-*")
+    module = Path("lib/python3.11/site-packages/flask/app.py")
+    assert (build.app / ".venv" / module).stat().st_ino == (cached / module).stat().st_ino
+
+
+def test_compile_can_hard_link_from_the_cache_into_the_app(build: Build) -> None:
+    build.cache.mkdir()
+    (build.cache / "big.bin").write_bytes(b"x" * 4096)
+    sandbox.prepare_writable_dir(build.cache, build.uid)
+    build.buildpacks["linker"] = {"compile": 'ln "$2/big.bin" "$1/big.bin" && echo linked'}
+    build.app_from(files={"x": "1"})
+    build.run(env={"BUILDPACK_URL": "linker"})
+    assert "linked" in build.lines
+    assert (build.app / "big.bin").stat().st_ino == (build.cache / "big.bin").stat().st_ino
+
+
+def test_a_build_cannot_write_to_its_root_and_the_cache_comes_back_on_failure(
+    build: Build,
+) -> None:
+    build.buildpacks["vandal"] = {
+        "compile": """
+            touch /planted 2>/dev/null && echo "wrote to /"
+            mkdir /usr/x 2>/dev/null && echo "wrote to /usr"
+            touch "$2/from-compile"
+            exit 3
+        """
+    }
+    build.app_from(files={"x": "1"})
+    with pytest.raises(BuildError):
+        build.run(env={"BUILDPACK_URL": "vandal"})
+    assert "wrote to /" not in build.output
+    assert "wrote to /usr" not in build.output
+    assert not (build.root / "planted").exists()
+    # The cache is where the caller keeps it again (to be discarded: the build failed).
+    assert (build.cache / "from-compile").exists()
+    assert not (build.root / "cache").exists()
 
 
 DJANGO_SETTINGS = """

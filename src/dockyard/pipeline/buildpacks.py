@@ -20,6 +20,10 @@ BUILD``) runs in its own bubblewrap sandbox that sees::
 and an environment built from nothing (``build_environment``): the app's variables, the
 CA bundle variables the package index proxy needs, and nothing of the platform's.
 
+dockyard's runner gives the steps a root directory of their own (``sandbox_root``):
+/app and /cache are then plain directories of one mount instead of two bind mounts, so
+compile can hard-link between them; ``/`` itself stays root's and unwritable.
+
 Output is streamed to ``log`` line by line while it happens. A step that fails, runs out
 of time or is cancelled ends the build with a ``BuildError`` that says which and what to
 try; the sandbox (and every process started in it) is gone before the error is raised.
@@ -99,6 +103,12 @@ class BuildContext:
     limits: sandbox.Limits
     timeout: float  # seconds for the whole build
     sandbox_enabled: bool = True  # False only when the operator explicitly turned it off
+    # If given, each step's sandbox has this directory as its ``/``, with the app at
+    # ``sandbox_root / "app"`` (``app_dir`` must be that) and, for compile only, the cache
+    # moved in at ``sandbox_root / "cache"``: one mount, so a buildpack can hard-link
+    # between /cache and /app (a cached virtualenv restored in milliseconds, not copied).
+    # Without it, /app and /cache are two bind mounts and hard links between them fail.
+    sandbox_root: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -352,6 +362,8 @@ class _Runner:
 
     def prepare(self) -> None:
         ctx = self.ctx
+        if ctx.sandbox_root is not None and ctx.app_dir != ctx.sandbox_root / "app":
+            raise ValueError("with a sandbox root, the app must be in its app directory")
         sandbox.prepare_writable_dir(ctx.app_dir, ctx.host_uid)
         ctx.scratch_dir.mkdir(parents=True, exist_ok=True)
         # The scratch dir is ours for this build; bwrap (as the sandbox uid) must pass it.
@@ -445,13 +457,14 @@ class _Runner:
             tail.append(line)
             self.log(line)
 
-        status, _ = self._run(
-            pack,
-            "compile",
-            [self._inside("cache"), self._inside("env")],
-            on_output=show,
-            with_cache=True,
-        )
+        with self._cache_in_root():
+            status, _ = self._run(
+                pack,
+                "compile",
+                [self._inside("cache"), self._inside("env")],
+                on_output=show,
+                with_cache=True,
+            )
         if status != 0:
             raise BuildError(_compile_failure(pack, status, list(tail), self.ctx.limits))
 
@@ -476,6 +489,21 @@ class _Runner:
         return _Release(process_types, config_vars)
 
     # -- running -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _cache_in_root(self) -> Iterator[None]:
+        """With a sandbox root, the cache is moved under it while compile runs (a rename:
+        same file system), and back where the caller keeps it afterwards."""
+        root = self.ctx.sandbox_root if self.ctx.sandbox_enabled else None
+        if root is None:
+            yield
+            return
+        inside = root / CACHE_MOUNT.lstrip("/")
+        self.ctx.cache_dir.rename(inside)
+        try:
+            yield
+        finally:
+            inside.rename(self.ctx.cache_dir)
 
     def _inside(self, what: str) -> str:
         """A path as the buildpack sees it: mount points, or host paths when unsandboxed."""
@@ -524,9 +552,12 @@ class _Runner:
             with _unsandboxed(argv, env, ctx, stderr=stderr) as proc:
                 yield proc
             return
-        mounts = [
-            sandbox.Mount(ctx.app_dir, APP_MOUNT, writable=True),
-            *([sandbox.Mount(ctx.cache_dir, CACHE_MOUNT, writable=True)] if with_cache else []),
+        mounts = []
+        if ctx.sandbox_root is None:  # otherwise they are directories of the root
+            mounts.append(sandbox.Mount(ctx.app_dir, APP_MOUNT, writable=True))
+            if with_cache:
+                mounts.append(sandbox.Mount(ctx.cache_dir, CACHE_MOUNT, writable=True))
+        mounts += [
             sandbox.Mount(self.env_dir, ENV_MOUNT),
             sandbox.Mount(pack.path, BUILDPACK_MOUNT),
         ]
@@ -539,6 +570,7 @@ class _Runner:
             cwd=APP_MOUNT,
             limits=ctx.limits,
             hostname="build",
+            root=ctx.sandbox_root,
         )
         with sandbox.spawn(spec, argv, stderr=stderr) as proc:
             yield proc

@@ -196,7 +196,8 @@ def _build(
     write(f"       {_size(archive_path.stat().st_size)} received")
     cancelled.raise_if_cancelled()
     write("-----> Unpacking the archive")
-    app_dir = workdir / "app"
+    app_dir = _app_dir(workdir)
+    app_dir.parent.mkdir(mode=0o755)  # root's, so that a build cannot write to its ``/``
     archive.unpack(
         archive_path,
         app_dir,
@@ -244,6 +245,7 @@ def _run_buildpacks(
         ),
         timeout=float(settings.build_timeout),
         sandbox_enabled=settings.sandbox,
+        sandbox_root=app_dir.parent,
     )
     return buildpacks.run_buildpacks(
         context,
@@ -252,6 +254,12 @@ def _run_buildpacks(
         cancelled=cancelled,
         cache_ready=checkout.wait,
     )
+
+
+def _app_dir(workdir: Path) -> Path:
+    """Where a build's app is unpacked: ``app`` in the directory that becomes its
+    sandboxes' ``/`` (``BuildContext.sandbox_root``)."""
+    return workdir / "root" / "app"
 
 
 class _Checkout:
@@ -310,7 +318,7 @@ def _buildpack_fetcher(platform: Platform) -> Callable[[str, Path], None]:
 def _push(platform: Platform, job: Job, workdir: Path, write: BatchingLog) -> int:
     write("-----> Packaging the release")
     slug_path = workdir / f"slug{package.SLUG_SUFFIX}"
-    size = package.make_slug(workdir / "app", slug_path)
+    size = package.make_slug(_app_dir(workdir), slug_path)
     platform.blobs.put_file(slug_key(job.deployment_id), slug_path)
     if not cache.save(
         workdir / "cache", cache_dir(platform, job.app_id), seen_generation=job.cache_generation
@@ -336,7 +344,7 @@ def _start(
         )
     release_dir = platform.settings.releases_dir / job.deployment_id
     shutil.rmtree(release_dir, ignore_errors=True)
-    (workdir / "app").rename(release_dir)
+    _app_dir(workdir).rename(release_dir)
     types = ", ".join(sorted(result.process_types)) or "none"
     write(f"-----> Starting the release (process types: {types})")
     env = {**result.config_vars, **job.env}
