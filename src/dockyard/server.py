@@ -98,6 +98,7 @@ def make_supervisor(platform: Platform, routes: RouteTable) -> Supervisor:
         store,
         boot_timeout=float(settings.boot_timeout),
         stop_grace=settings.stop_grace_seconds,
+        drain_seconds=settings.drain_seconds,
         logs_dir=settings.data_dir / "logs",
         host_uid_for=store.sandbox_uid,
         limits=sandbox.Limits(

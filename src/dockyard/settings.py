@@ -90,6 +90,8 @@ class Settings:
     app_memory_bytes: int = 1024**3
     app_max_processes: int = 256
     stop_grace_seconds: float = 10.0
+    # How long a replaced release keeps running after traffic moved to the new one.
+    drain_seconds: float = 1.0
     app_log_lines: int = 2000
 
     @classmethod

@@ -81,7 +81,7 @@ def routes(runtime: FakeRuntime) -> Routes:
 def make_supervisor(
     runtime: FakeRuntime, routes: Routes, store: Store, clock: Clock, tmp_path: Path
 ) -> Callable[..., Supervisor]:
-    def make(routes: RouteTable = routes) -> Supervisor:
+    def make(routes: RouteTable = routes, drain_seconds: float = 0.0) -> Supervisor:
         return Supervisor(
             runtime,
             routes,
@@ -93,6 +93,7 @@ def make_supervisor(
             limits=sandbox.Limits(),
             clock=clock,
             settle_seconds=0.02,
+            drain_seconds=drain_seconds,
         )
 
     return make
@@ -177,6 +178,25 @@ def test_switch_routes_to_the_new_release_before_stopping_the_old_one(
     assert all(release == "r1" for kind, _, release in runtime.events if kind == "stop")
     assert runtime.stop_graces == [5, 5]  # the old release is stopped gracefully
     assert {spec.release_id for spec in runtime.running()} == {"r2"}
+
+
+def test_the_old_release_drains_before_it_is_stopped_unless_the_server_exits(
+    make_supervisor: Callable[..., Supervisor], runtime: FakeRuntime
+) -> None:
+    supervisor = make_supervisor(drain_seconds=0.3)
+    deploy(supervisor, "r1")
+    deploy(supervisor, "r2")
+    switched = time.monotonic()
+    assert {spec.release_id for spec in runtime.running()} == {"r1", "r2"}
+    supervisor.wait_retired()
+    assert time.monotonic() - switched >= 0.3
+    assert {spec.release_id for spec in runtime.running()} == {"r2"}
+
+    deploy(supervisor, "r3")
+    exiting = time.monotonic()
+    supervisor.shutdown()  # does not wait for the drain
+    assert time.monotonic() - exiting < 0.3
+    assert runtime.running() == []
 
 
 @pytest.mark.parametrize(
