@@ -78,7 +78,7 @@ def check_host(settings: Settings) -> None:
     """Refuse to start, saying what to install, rather than fail every deployment later."""
     package.check_tools()
     if settings.sandbox:
-        sandbox.bwrap_path()
+        sandbox.check_tools()
     else:
         log.warning(
             "DOCKYARD_SANDBOX is off: builds and apps run UNSANDBOXED. Never do this with untrusted code."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -37,3 +38,30 @@ def test_a_sandbox_stopped_at_any_moment_leaves_nothing_running(
             )
         sandbox.terminate(proc, grace_seconds=0)
         assert processes_of(UID) == [], f"left running after stop #{attempt}"
+
+
+def test_a_sandbox_runs_within_its_limits_and_cgroups_without_extra_groups() -> None:
+    limits = sandbox.Limits(
+        max_processes=77, max_file_bytes=5 * 1024 * 1024, memory_bytes=300 * 1024**2
+    )
+    spec = sandbox.SandboxSpec(
+        host_uid=UID, mounts=[], env={"PATH": "/usr/bin:/bin"}, cwd="/", limits=limits
+    )
+    script = "cat /proc/self/limits /proc/self/status; echo END; exec sleep 60"
+    with sandbox.spawn(spec, ["/bin/sh", "-c", script]) as proc:
+        assert proc.stdout is not None
+        output = ""
+        while not output.endswith("END\n"):
+            output += proc.stdout.readline().decode()
+        host_view = Path(f"/proc/{proc.pid}/cgroup").read_text()
+    limit_lines = {line[:26].strip(): line[26:].split()[:2] for line in output.splitlines()}
+    assert limit_lines["Max processes"] == ["77", "77"]
+    assert limit_lines["Max file size"] == [str(5 * 1024 * 1024)] * 2
+    assert limit_lines["Max open files"] == ["4096", "4096"]
+    assert limit_lines["Max core file size"] == ["0", "0"]
+    groups = [line.split() for line in output.splitlines() if line.startswith("Groups:")]
+    assert groups == [["Groups:"]], "supplementary groups are dropped"
+    # The launcher joined the sandbox's cgroups before bwrap started (where they exist).
+    if os.geteuid() == 0 and (sandbox.CGROUP_V1_ROOT / "pids" / "cgroup.procs").exists():
+        assert ":pids:/dockyard/" in host_view
+        assert ":memory:/dockyard/" in host_view

@@ -156,11 +156,14 @@ class Supervisor:
         *,
         log: Callable[[str], None],
         cancelled: Callable[[], bool] = lambda: False,
+        launched: Callable[[], None] = lambda: None,
     ) -> None:
         """Start the release, check that it boots, then switch the app to it.
 
         Raises ``BootError`` (after logging the failing process's last output lines) when
-        it does not boot; the app's current release is then left exactly as it was."""
+        it does not boot; the app's current release is then left exactly as it was.
+        ``launched`` is called once every process is started, while they boot; what it
+        raises stops them and fails the deploy in the same way."""
         check_name("app name", app)
         check_name("release id", release_id)
         if not process_types:
@@ -173,6 +176,7 @@ class Supervisor:
             for spec in specs:
                 log(f"Starting {spec.name}: {spec.command}")
                 started.append(self.runtime.start(spec))
+            launched()
             self._wait_until_up(started, log, cancelled)
         except BootError:
             failed = [h for h in started if self.runtime.poll(h) is not None] or started

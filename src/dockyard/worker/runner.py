@@ -35,6 +35,7 @@ from dockyard.services import deployments as deployments_service
 from dockyard.services.events import DeploymentLog
 from dockyard.services.lifecycle import cache_dir, slug_key, supervisor_of
 from dockyard.services.sources import blob_key
+from dockyard.worker.background import Background
 from dockyard.worker.logbatch import BatchingLog
 
 log = logging.getLogger(__name__)
@@ -126,16 +127,19 @@ def run_deployment(platform: Platform, deployment: Deployment, *, stopping: thre
         result = _build(platform, job, workdir, write, cancelled)
         current = st.PUSHING
         finish(st.PUSHING)
-        image_size = _push(platform, job, workdir, write)
-        cancelled.raise_if_cancelled()
-        current = st.STARTING
-        finish(
-            st.STARTING,
-            image_size=image_size,
-            process_types=result.process_types,
-            config_vars=result.config_vars,
-        )
-        _start(platform, job, workdir, result, write, cancelled)
+
+        def pushed(image_size: int) -> None:
+            nonlocal current
+            cancelled.raise_if_cancelled()
+            current = st.STARTING
+            finish(
+                st.STARTING,
+                image_size=image_size,
+                process_types=result.process_types,
+                config_vars=result.config_vars,
+            )
+
+        _push_and_start(platform, job, workdir, result, write, cancelled, pushed)
         _prune_releases(platform, job)
         return finish(
             st.SUCCESS,
@@ -145,6 +149,8 @@ def run_deployment(platform: Platform, deployment: Deployment, *, stopping: thre
     except Cancelled:
         return finish(st.ABORTED, _abort_reason(stopping))
     except BootError as exc:
+        if current == st.PUSHING:
+            finish(st.STARTING)  # the processes failed to launch while the slug was made
         if isinstance(exc, BootCancelled) or cancelled():
             return finish(
                 st.ABORTED,
@@ -207,13 +213,16 @@ def _build(
         owner_uid=job.sandbox_uid if settings.sandbox else None,
     )
     cancelled.raise_if_cancelled()
-    working_cache = workdir / "cache"
+    working_cache = _working_cache(workdir)
     # The cache's hard-linked copy (tens of ms for a virtualenv, more for node_modules)
     # is made while the buildpacks are detected, which do not see it.
     owner = job.sandbox_uid if os.geteuid() == 0 else None  # only root can give files away
-    checkout = _Checkout(cache_dir(platform, job.app_id), working_cache, owner)
+    saved = cache_dir(platform, job.app_id)
+    checkout = Background(
+        lambda: cache.checkout(saved, working_cache, owner=owner), name="dockyard-cache-checkout"
+    )
     try:
-        result = _run_buildpacks(platform, job, workdir, app_dir, write, cancelled, checkout)
+        result = _run_buildpacks(platform, job, workdir, write, cancelled, checkout.wait)
     except BaseException:
         checkout.join()  # done with the directory before it is removed; its error is moot
         raise
@@ -225,18 +234,18 @@ def _run_buildpacks(
     platform: Platform,
     job: Job,
     workdir: Path,
-    app_dir: Path,
     write: BatchingLog,
     cancelled: CancelCheck,
-    checkout: _Checkout,
+    cache_ready: Callable[[], str],
 ) -> buildpacks.BuildResult:
     settings = platform.settings
     scratch = workdir / "scratch"
     scratch.mkdir()
     # run_buildpacks hands the app and cache directories to the sandbox uid.
+    app_dir = _app_dir(workdir)
     context = buildpacks.BuildContext(
         app_dir=app_dir,
-        cache_dir=checkout.working,
+        cache_dir=_working_cache(workdir),
         scratch_dir=scratch,
         env=job.env,
         host_uid=job.sandbox_uid,
@@ -252,7 +261,7 @@ def _run_buildpacks(
         log=write,
         fetch_buildpack=_buildpack_fetcher(platform),
         cancelled=cancelled,
-        cache_ready=checkout.wait,
+        cache_ready=cache_ready,
     )
 
 
@@ -262,33 +271,10 @@ def _app_dir(workdir: Path) -> Path:
     return workdir / "root" / "app"
 
 
-class _Checkout:
-    """``cache.checkout`` in a thread of its own; ``wait`` returns the cache's generation
-    (and raises what the checkout raised)."""
-
-    def __init__(self, saved: Path, working: Path, owner: int | None) -> None:
-        self.working = working
-        self._generation = ""
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(saved, owner), name="dockyard-cache-checkout", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, saved: Path, owner: int | None) -> None:
-        try:
-            self._generation = cache.checkout(saved, self.working, owner=owner)
-        except BaseException as exc:
-            self._error = exc
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def wait(self) -> str:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._generation
+def _working_cache(workdir: Path) -> Path:
+    """Where a build's copy of the deployment cache is kept (outside its sandboxes' root:
+    the buildpacks move it in for compile)."""
+    return workdir / "cache"
 
 
 def _buildpack_fetcher(platform: Platform) -> Callable[[str, Path], None]:
@@ -315,27 +301,22 @@ def _buildpack_fetcher(platform: Platform) -> Callable[[str, Path], None]:
     return fetch_buildpack
 
 
-def _push(platform: Platform, job: Job, workdir: Path, write: BatchingLog) -> int:
-    write("-----> Packaging the release")
-    slug_path = workdir / f"slug{package.SLUG_SUFFIX}"
-    size = package.make_slug(_app_dir(workdir), slug_path)
-    platform.blobs.put_file(slug_key(job.deployment_id), slug_path)
-    if not cache.save(
-        workdir / "cache", cache_dir(platform, job.app_id), seen_generation=job.cache_generation
-    ):
-        write("       The deployment cache was reset during this build: it stays empty.")
-    write(f"       Release size: {_size(size)}")
-    return size
-
-
-def _start(
+def _push_and_start(
     platform: Platform,
     job: Job,
     workdir: Path,
     result: buildpacks.BuildResult,
     write: BatchingLog,
     cancelled: CancelCheck,
+    pushed: Callable[[int], None],
 ) -> None:
+    """Package the release and start it, at once: the slug is written from the release
+    directory (read-only to the app) while the release's processes boot.
+
+    The release is routed only once its slug is stored, and the status goes from
+    ``pushing`` to ``starting`` (``pushed``) only then, so a packaging failure is still a
+    build error and the previous release keeps serving.
+    """
     supervisor = supervisor_of(platform)
     if supervisor is None:
         raise BootError(
@@ -345,21 +326,38 @@ def _start(
     release_dir = platform.settings.releases_dir / job.deployment_id
     shutil.rmtree(release_dir, ignore_errors=True)
     _app_dir(workdir).rename(release_dir)
-    types = ", ".join(sorted(result.process_types)) or "none"
-    write(f"-----> Starting the release (process types: {types})")
-    env = {**result.config_vars, **job.env}
+    write("-----> Packaging the release")
+    slug_path = workdir / f"slug{package.SLUG_SUFFIX}"
+    slug = Background(lambda: package.make_slug(release_dir, slug_path), name="dockyard-slug")
+
+    def launched() -> None:
+        size = slug.wait()
+        platform.blobs.put_file(slug_key(job.deployment_id), slug_path)
+        write(f"       Release size: {_size(size)}")
+        pushed(size)
+
     try:
+        if not cache.save(
+            _working_cache(workdir),
+            cache_dir(platform, job.app_id),
+            seen_generation=job.cache_generation,
+        ):
+            write("       The deployment cache was reset during this build: it stays empty.")
+        types = ", ".join(sorted(result.process_types)) or "none"
+        write(f"-----> Starting the release (process types: {types})")
         supervisor.deploy(
             job.app_name,
             job.deployment_id,
             release_dir,
             result.process_types,
-            env,
+            {**result.config_vars, **job.env},
             log=write,
             cancelled=cancelled,
+            launched=launched,
         )
     except BaseException:
         # The new release never served a request: nothing else refers to its files.
+        slug.join()
         shutil.rmtree(release_dir, ignore_errors=True)
         platform.blobs.delete(slug_key(job.deployment_id))
         raise

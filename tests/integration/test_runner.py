@@ -1,0 +1,156 @@
+"""One deployment through the runner, in process: a real build in its sandbox, a fake
+runtime, so that the order of packaging, start and routing can be watched (and packaging
+made to fail)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.conftest import Api, ThreadServer, make_settings, server_data_dir
+from tests.helpers import tar_gz_from_files
+
+from dockyard import sandbox
+from dockyard.api.app import create_app
+from dockyard.bootstrap import build_platform
+from dockyard.domain import status as st
+from dockyard.errors import BuildError
+from dockyard.pipeline import package
+from dockyard.router.table import Backend, RouteTable
+from dockyard.runtime.fake import FakeRuntime
+from dockyard.runtime.supervisor import Supervisor
+from dockyard.services import deployments as deployments_service
+from dockyard.services.auth import create_user
+from dockyard.services.runtime_state import DatabaseStateStore
+from dockyard.worker.runner import run_deployment
+
+APP = "runner-app"
+FILES = {"Procfile": "web: serve-forever\n", "index.txt": "hello\n"}
+SLUG_SECONDS = 0.3  # packaging made slower than the fake processes take to launch
+
+
+class RecordingRoutes(RouteTable):
+    def __init__(self, events: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.events = events
+
+    def set_backend(self, app: str, backend: Backend) -> None:
+        self.events.append(("route", app, ""))
+        super().set_backend(app, backend)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    """The control plane on SQLite, its data where the build sandbox can reach it."""
+    data_dir = server_data_dir()
+    settings = make_settings(tmp_path, DOCKYARD_DATA_DIR=str(data_dir))
+    platform = build_platform(settings)
+    token = create_user(db=platform.db, username="alice", email="alice@example.com").secret
+    with ThreadServer(create_app(platform), settings):
+        yield Api(platform=platform, url=settings.public_url, token=token, username="alice")
+    platform.engine.dispose()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def runtime(api: Api) -> Iterator[FakeRuntime]:
+    runtime = FakeRuntime()
+    api.platform.extras["supervisor"] = Supervisor(
+        runtime,
+        RecordingRoutes(runtime.events),
+        DatabaseStateStore(api.platform.db),
+        boot_timeout=5,
+        stop_grace=1,
+        logs_dir=api.platform.settings.data_dir / "logs",
+        host_uid_for=DatabaseStateStore(api.platform.db).sandbox_uid,
+        limits=sandbox.Limits(),
+    )
+    yield runtime
+    runtime.kill_all()
+
+
+@pytest.fixture
+def record_statuses(monkeypatch: pytest.MonkeyPatch, runtime: FakeRuntime) -> None:
+    transition = deployments_service.transition
+
+    def recording(**kwargs: Any) -> None:
+        transition(**kwargs)
+        runtime.events.append(("status", kwargs["new_status"], ""))
+
+    monkeypatch.setattr(deployments_service, "transition", recording)
+
+
+@pytest.fixture
+def slow_slug(monkeypatch: pytest.MonkeyPatch, runtime: FakeRuntime) -> None:
+    make_slug = package.make_slug
+
+    def slow(app_dir: Path, slug_path: Path) -> int:
+        time.sleep(SLUG_SECONDS)
+        size = make_slug(app_dir, slug_path)
+        runtime.events.append(("slug made", "", ""))
+        return size
+
+    monkeypatch.setattr(package, "make_slug", slow)
+
+
+def deploy(api: Api) -> tuple[str, str]:
+    """Upload the app, create its deployment, run it as a worker would: (id, final status)."""
+    with api.client() as client:
+        client.post("/v1/apps", json={"app": {"name": APP}}).raise_for_status()
+        source = client.post("/v1/sources", json={}).json()["source"]
+        httpx.put(
+            source["upload_url"],
+            content=tar_gz_from_files(FILES),
+            headers={"Content-Type": "application/x-gzip"},
+        ).raise_for_status()
+        body = {"deployment": {"source_url": source["download_url"]}}
+        created = client.post(f"/v1/apps/{APP}/deployments", json=body)
+        created.raise_for_status()
+    platform = api.platform
+    claimed = deployments_service.claim_next(
+        db=platform.db, bus=platform.bus, worker_id="test", lease_seconds=60
+    )
+    assert claimed is not None and claimed.id == created.json()["deployment"]["id"]
+    return claimed.id, run_deployment(platform, claimed, stopping=threading.Event())
+
+
+def test_the_release_boots_while_its_slug_is_made_and_is_routed_once_it_is_stored(
+    api: Api, runtime: FakeRuntime, slow_slug: None, record_statuses: None
+) -> None:
+    deployment_id, final = deploy(api)
+    assert final == st.SUCCESS
+    steps = [name if kind == "status" else kind for kind, name, _ in runtime.events]
+    assert steps == ["pushing", "start", "slug made", "starting", "route", "success"]
+    slug = api.platform.blobs.local_path(f"slugs/{deployment_id}{package.SLUG_SUFFIX}")
+    assert slug.stat().st_size > 0
+    with api.client() as client:
+        deployment = client.get(f"/v1/apps/{APP}/deployments/{deployment_id}").json()
+    assert deployment["deployment"]["image_size"] == slug.stat().st_size
+
+
+def test_a_packaging_failure_is_a_build_error_and_the_new_processes_are_stopped(
+    api: Api, runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch, record_statuses: None
+) -> None:
+    def failing(app_dir: Path, slug_path: Path) -> int:
+        time.sleep(SLUG_SECONDS)
+        raise BuildError("The built app could not be packaged: tar said: No space left on device")
+
+    monkeypatch.setattr(package, "make_slug", failing)
+    deployment_id, final = deploy(api)
+    assert final == st.BUILD_ERROR
+    steps = [name if kind == "status" else kind for kind, name, _ in runtime.events]
+    assert steps == ["pushing", "start", "stop", "build-error"]
+    with api.client() as client:
+        output = client.get(f"/v1/apps/{APP}/deployments/{deployment_id}/output").text
+    assert "could not be packaged: tar said: No space left on device" in output
+    kinds = [kind for kind, _, _ in runtime.events]
+    assert "start" in kinds, "the processes were launched while packaging ran"
+    assert "route" not in kinds
+    assert runtime.running() == []
+    assert not (api.platform.settings.releases_dir / deployment_id).exists()
