@@ -149,6 +149,11 @@ def test_python_with_empty_requirements_is_near_instant(build: Build) -> None:
     assert (build.app / ".venv/bin/python").exists()
     assert not (build.app / ".venv/bin/pip").exists(), "pip costs seconds to bootstrap"
     assert elapsed < 3.0  # about 0.2 s here; generous for a noisy machine
+    # The next build links the same (empty) venv back from the cache.
+    build.app_from(files={"requirements.txt": "# nothing\n", "app.py": "print('hi, again')\n"})
+    build.run()
+    assert any("Reused the environment built last time" in line for line in build.lines)
+    assert (build.app / ".venv/bin/python").exists()
 
 
 def test_node_sample_builds(build: Build) -> None:
