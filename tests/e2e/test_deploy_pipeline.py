@@ -22,7 +22,7 @@ from tests.e2e.deployer import (
     file_server,
     server_with_buildpack_host,
 )
-from tests.helpers import tar_gz_from_files, tar_gz_of
+from tests.helpers import tar_gz_from_files, tar_gz_of, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,9 @@ def test_hostile_archives_end_as_build_error_saying_why(
     assert words.lower() in output.lower(), output
     data_dir = deployer.server.data_dir
     assert not list(data_dir.parent.rglob("escaped-by-dockyard-test"))
-    assert not any((data_dir / "builds").iterdir())  # the build dir is gone too
+    # The build dir is gone too (deleted in the background, right after the status).
+    builds = data_dir / "builds"
+    wait_for(lambda: not any(builds.iterdir()), timeout=10, what="the build dir to be removed")
 
 
 def test_not_gzip_from_an_external_url(deployer: Deployer, external: tuple[Path, int]) -> None:
