@@ -46,7 +46,8 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
 CGROUP_DRAIN_SECONDS = 5.0
 NAMESPACE_TEARDOWN_SECONDS = 5.0
-NAMESPACE_INIT_LOOKUP_SECONDS = 0.05
+# Covers the launcher's exec chain (sh, prlimit, setpriv: 5-20 ms) and bwrap's own fork.
+NAMESPACE_INIT_LOOKUP_SECONDS = 0.25
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,10 @@ def recover(platform: Platform, *, single_process: bool) -> None:
         db=platform.db, bus=platform.bus, everything=single_process
     ):
         log.warning("deployment %s was interrupted by a restart: aborted", aborted.id)
-    if single_process:
-        for leftover in platform.settings.builds_dir.iterdir():
+    for leftover in platform.settings.builds_dir.iterdir():
+        # Build directories of this process's predecessor; ``.removing-*`` ones were
+        # being deleted in the background when it stopped.
+        if single_process or leftover.name.startswith(".removing-"):
             shutil.rmtree(leftover, ignore_errors=True)
     sweep = getattr(platform.blobs, "sweep_partials", None)
     if sweep is not None:

@@ -21,12 +21,13 @@ from dockyard.api.app import create_app
 from dockyard.bootstrap import build_platform
 from dockyard.domain import status as st
 from dockyard.errors import BuildError
-from dockyard.pipeline import package
+from dockyard.pipeline import cache, package
 from dockyard.router.table import Backend, RouteTable
 from dockyard.runtime.fake import FakeRuntime
 from dockyard.runtime.supervisor import Supervisor
 from dockyard.services import deployments as deployments_service
 from dockyard.services.auth import create_user
+from dockyard.services.lifecycle import cache_dir
 from dockyard.services.runtime_state import DatabaseStateStore
 from dockyard.worker.runner import run_deployment
 
@@ -99,14 +100,14 @@ def slow_slug(monkeypatch: pytest.MonkeyPatch, runtime: FakeRuntime) -> None:
     monkeypatch.setattr(package, "make_slug", slow)
 
 
-def deploy(api: Api) -> tuple[str, str]:
+def deploy(api: Api, files: dict[str, str] = FILES) -> tuple[str, str]:
     """Upload the app, create its deployment, run it as a worker would: (id, final status)."""
     with api.client() as client:
         client.post("/v1/apps", json={"app": {"name": APP}}).raise_for_status()
         source = client.post("/v1/sources", json={}).json()["source"]
         httpx.put(
             source["upload_url"],
-            content=tar_gz_from_files(FILES),
+            content=tar_gz_from_files(files),
             headers={"Content-Type": "application/x-gzip"},
         ).raise_for_status()
         body = {"deployment": {"source_url": source["download_url"]}}
@@ -154,3 +155,25 @@ def test_a_packaging_failure_is_a_build_error_and_the_new_processes_are_stopped(
     assert "route" not in kinds
     assert runtime.running() == []
     assert not (api.platform.settings.releases_dir / deployment_id).exists()
+
+
+def test_the_next_build_cannot_reach_the_serving_release_through_the_cache(
+    api: Api, runtime: FakeRuntime
+) -> None:
+    # The Python buildpack saves its venv into the cache as hard links of the app's.
+    files = {"Procfile": "web: serve-forever\n", "requirements.txt": ""}
+    deployment_id, final = deploy(api, files)
+    assert final == st.SUCCESS
+    saved = cache_dir(api.platform, app_id(api))
+    cache.checkout(saved, api.platform.settings.data_dir / "next-build")  # waits, as a build would
+    (cached,) = (saved / "python").glob("venv-*")
+    release = api.platform.settings.releases_dir / deployment_id
+    served = (release / ".venv" / "pyvenv.cfg").stat()
+    assert (cached / "pyvenv.cfg").stat().st_ino != served.st_ino
+    assert (cached / "pyvenv.cfg").read_bytes() == (release / ".venv" / "pyvenv.cfg").read_bytes()
+
+
+def app_id(api: Api) -> str:
+    with api.client() as client:
+        app: str = client.get(f"/v1/apps/{APP}").json()["app"]["id"]
+    return app

@@ -143,6 +143,7 @@ class Supervisor:
         self._wake = threading.Event()
         self._closing = False
         self._retiring: list[threading.Thread] = []
+        self._retiring_releases: dict[str, set[str]] = {}  # app -> releases still stopping
 
     # -- deploying ----------------------------------------------------------------------
 
@@ -254,6 +255,8 @@ class Supervisor:
             log(f"Stopping the previous release ({old.release_id}).")
             # Traffic already goes to the new release: the old one's SIGTERM and grace
             # period need not delay the deployment's success.
+            with self._lock:
+                self._retiring_releases.setdefault(app, set()).add(old.release_id)
             retiring = threading.Thread(
                 target=self._retire,
                 args=(app, old, {release_id, old.release_id}),
@@ -269,8 +272,18 @@ class Supervisor:
         # with the old one's shutdown (on two cores that cost the first requests to the
         # new release 50-100 ms).
         self._stop_draining.wait(self.drain_seconds)
-        self._stop_all(old.handles(), grace=self.stop_grace)
+        try:
+            self._stop_all(old.handles(), grace=self.stop_grace)
+        finally:
+            with self._lock:
+                self._retiring_releases.get(app, set()).discard(old.release_id)
         self._prune_logs(app, keep=keep)
+
+    def retiring_releases(self, app: str) -> set[str]:
+        """Releases of ``app`` switched away from whose processes may still run (draining
+        or stopping): their files must stay."""
+        with self._lock:
+            return set(self._retiring_releases.get(app, ()))
 
     def wait_retired(self, timeout: float | None = None) -> None:
         """Wait until previous releases switched away from are stopped (tests, shutdown)."""

@@ -62,6 +62,8 @@ def append(
     One bulk INSERT, no ORM objects: a build printing a thousand lines a second spent a
     third of the server's Python time in the unit of work, holding the GIL that the
     event loop streaming those lines needs."""
+    if not entries:
+        return []  # an INSERT of no rows would be one row of defaults
     last = session.scalar(
         select(func.max(DeploymentEvent.seq)).where(DeploymentEvent.deployment_id == deployment_id)
     )

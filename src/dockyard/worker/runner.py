@@ -336,12 +336,12 @@ def _push_and_start(
         write(f"       Release size: {_size(size)}")
         pushed(size)
 
+    saved_cache = cache_dir(platform, job.app_id)
     try:
-        if not cache.save(
-            _working_cache(workdir),
-            cache_dir(platform, job.app_id),
-            seen_generation=job.cache_generation,
-        ):
+        cache_saved = cache.save(
+            _working_cache(workdir), saved_cache, seen_generation=job.cache_generation
+        )
+        if not cache_saved:
             write("       The deployment cache was reset during this build: it stays empty.")
         types = ", ".join(sorted(result.process_types)) or "none"
         write(f"-----> Starting the release (process types: {types})")
@@ -361,6 +361,9 @@ def _push_and_start(
         shutil.rmtree(release_dir, ignore_errors=True)
         platform.blobs.delete(slug_key(job.deployment_id))
         raise
+    if cache_saved:
+        # The next build must not be able to write to this release through its cache.
+        cache.unshare_in_background(saved_cache, release_dir)
 
 
 KEPT_RELEASES = 2  # the serving one, and the one it replaced (still stopping)
@@ -376,8 +379,11 @@ def _prune_releases(platform: Platform, job: Job) -> None:
             .order_by(Deployment.created_at.desc())
         ).all()
     previous = [row.id for row in rows if row.status == st.SUCCESS][: KEPT_RELEASES - 1]
+    supervisor = supervisor_of(platform)
+    # A release replaced moments ago may still be draining: the next deployment prunes it.
+    still_running = supervisor.retiring_releases(job.app_name) if supervisor else set()
     for row in rows:
-        if row.id not in previous and row.status in st.FINAL:
+        if row.id not in previous and row.id not in still_running and row.status in st.FINAL:
             shutil.rmtree(platform.settings.releases_dir / row.id, ignore_errors=True)
             platform.blobs.delete(slug_key(row.id))
 
@@ -391,6 +397,9 @@ def _remove_in_background(workdir: Path) -> None:
     try:
         workdir.rename(doomed)
     except FileNotFoundError:
+        return
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)  # cannot rename: remove it here
         return
     threading.Thread(
         target=shutil.rmtree,

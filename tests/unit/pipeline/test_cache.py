@@ -110,3 +110,32 @@ def test_a_checkout_is_handed_to_the_build_user_whole(tmp_path: Path) -> None:
         "venv/bin/python": build_uid,
         "venv/python-link": build_uid,
     }
+
+
+def test_files_a_release_shares_with_the_saved_cache_get_copies_before_the_next_checkout(
+    tmp_path: Path,
+) -> None:
+    saved, release = tmp_path / "saved", tmp_path / "release"
+    (saved / "python" / "venv").mkdir(parents=True)
+    (saved / "uv").mkdir()
+    shared = saved / "python" / "venv" / "module.py"
+    shared.write_text("print('cached')\n")
+    shared.chmod(0o640)
+    os.utime(shared, (1_000_000, 1_000_000))
+    (saved / "uv" / "wheel").write_text("only in the cache")
+    release.mkdir()
+    os.link(shared, release / "module.py")  # what a build linking from its cache leaves
+    wheel_inode = (saved / "uv" / "wheel").stat().st_ino
+
+    cache.unshare_in_background(saved, release)
+    cache.checkout(saved, tmp_path / "next-build")  # waits for the copies
+
+    kept, served = shared.stat(), (release / "module.py").stat()
+    assert kept.st_ino != served.st_ino, "the next build could write to the release"
+    assert served.st_nlink == 1
+    assert shared.read_text() == "print('cached')\n"
+    assert (kept.st_mode & 0o777, kept.st_mtime) == (0o640, 1_000_000)
+    assert (saved / "uv" / "wheel").stat().st_ino == wheel_inode  # not shared: left alone
+    assert not list(saved.rglob("*.dockyard-copy"))
+    next_build = (tmp_path / "next-build" / "python" / "venv" / "module.py").stat()
+    assert next_build.st_ino == kept.st_ino != served.st_ino

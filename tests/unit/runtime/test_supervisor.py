@@ -188,9 +188,11 @@ def test_the_old_release_drains_before_it_is_stopped_unless_the_server_exits(
     deploy(supervisor, "r2")
     switched = time.monotonic()
     assert {spec.release_id for spec in runtime.running()} == {"r1", "r2"}
+    assert supervisor.retiring_releases(APP) == {"r1"}  # its files must stay meanwhile
     supervisor.wait_retired()
     assert time.monotonic() - switched >= 0.3
     assert {spec.release_id for spec in runtime.running()} == {"r2"}
+    assert supervisor.retiring_releases(APP) == set()
 
     deploy(supervisor, "r3")
     exiting = time.monotonic()
