@@ -341,7 +341,11 @@ def _push_and_start(
         cache_saved = cache.save(
             _working_cache(workdir), saved_cache, seen_generation=job.cache_generation
         )
-        if not cache_saved:
+        if cache_saved:
+            # The next build must not be able to write to this release through its
+            # cache; the copies are made while the release boots.
+            cache.unshare_in_background(saved_cache, release_dir)
+        else:
             write("       The deployment cache was reset during this build: it stays empty.")
         types = ", ".join(sorted(result.process_types)) or "none"
         write(f"-----> Starting the release (process types: {types})")
@@ -361,9 +365,6 @@ def _push_and_start(
         shutil.rmtree(release_dir, ignore_errors=True)
         platform.blobs.delete(slug_key(job.deployment_id))
         raise
-    if cache_saved:
-        # The next build must not be able to write to this release through its cache.
-        cache.unshare_in_background(saved_cache, release_dir)
 
 
 KEPT_RELEASES = 2  # the serving one, and the one it replaced (still stopping)
