@@ -273,7 +273,14 @@ def test_only_the_current_and_previous_releases_stay_on_disk(deployer: Deployer)
     failed = deployer.start("pruned-app", archive=tar_gz_from_files({"Procfile": "web: false\n"}))
     assert deployer.wait("pruned-app", failed)[0] == "crashed-error"
     data = deployer.server.data_dir
-    on_disk = {i for i in [*ids, failed] if (data / "releases" / i).exists()}
-    slugs = {i for i in [*ids, failed] if (data / "blobs" / "slugs" / f"{i}{SLUG_SUFFIX}").exists()}
-    assert on_disk == slugs == {ids[1], ids[2]}
+
+    def kept() -> bool:
+        on_disk = {i for i in [*ids, failed] if (data / "releases" / i).exists()}
+        slugs = {
+            i for i in [*ids, failed] if (data / "blobs" / "slugs" / f"{i}{SLUG_SUFFIX}").exists()
+        }
+        return on_disk == slugs == {ids[1], ids[2]}
+
+    # The oldest goes once it has drained and stopped (a second after it was replaced).
+    wait_for(kept, timeout=20, what="only the current and previous releases on disk")
     assert deployer.get("pruned-app").text == "v2\n"

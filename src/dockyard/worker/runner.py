@@ -30,6 +30,7 @@ from dockyard.domain import status as st
 from dockyard.errors import ArchiveError, BootError, BuildError, FetchError, PipelineError
 from dockyard.pipeline import archive, buildpacks, cache, fetch, package
 from dockyard.runtime.boot import BootCancelled
+from dockyard.runtime.supervisor import Supervisor
 from dockyard.services import apps as apps_service
 from dockyard.services import deployments as deployments_service
 from dockyard.services.events import DeploymentLog
@@ -368,6 +369,7 @@ def _push_and_start(
 
 
 KEPT_RELEASES = 2  # the serving one, and the one it replaced (still stopping)
+RELEASE_STOP_WAIT_SECONDS = 120.0  # a drain and a stop grace period, with room to spare
 
 
 def _prune_releases(platform: Platform, job: Job) -> None:
@@ -381,12 +383,34 @@ def _prune_releases(platform: Platform, job: Job) -> None:
         ).all()
     previous = [row.id for row in rows if row.status == st.SUCCESS][: KEPT_RELEASES - 1]
     supervisor = supervisor_of(platform)
-    # A release replaced moments ago may still be draining: the next deployment prunes it.
     still_running = supervisor.retiring_releases(job.app_name) if supervisor else set()
     for row in rows:
-        if row.id not in previous and row.id not in still_running and row.status in st.FINAL:
-            shutil.rmtree(platform.settings.releases_dir / row.id, ignore_errors=True)
-            platform.blobs.delete(slug_key(row.id))
+        if row.id in previous or row.status not in st.FINAL:
+            continue
+        if row.id in still_running:
+            # Replaced moments ago and still draining: removed once its processes stop.
+            threading.Thread(
+                target=_remove_release_once_stopped,
+                args=(platform, supervisor, job.app_name, row.id),
+                name="dockyard-release-removal",
+                daemon=True,
+            ).start()
+        else:
+            _remove_release(platform, row.id)
+
+
+def _remove_release(platform: Platform, release_id: str) -> None:
+    shutil.rmtree(platform.settings.releases_dir / release_id, ignore_errors=True)
+    platform.blobs.delete(slug_key(release_id))
+
+
+def _remove_release_once_stopped(
+    platform: Platform, supervisor: Supervisor, app: str, release_id: str
+) -> None:
+    deadline = time.monotonic() + RELEASE_STOP_WAIT_SECONDS
+    while release_id in supervisor.retiring_releases(app) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _remove_release(platform, release_id)
 
 
 def _remove_in_background(workdir: Path) -> None:
