@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,15 +136,21 @@ class Api:
         ).secret
 
 
-@pytest.fixture
-def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
-    """The control plane alone (no workers): for API behaviour on both databases."""
-    settings = make_settings(tmp_path, database_url, DOCKYARD_SOURCE_TTL="600")
+@contextmanager
+def serving_api(settings: Settings) -> Iterator[Api]:
+    """The control plane alone (no workers) on ``settings``, with a user "alice"."""
     platform = build_platform(settings)
     token = create_user(db=platform.db, username="alice", email="alice@example.com").secret
     with ThreadServer(create_app(platform), settings):
         yield Api(platform=platform, url=settings.public_url, token=token, username="alice")
     platform.engine.dispose()
+
+
+@pytest.fixture
+def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
+    """The control plane alone (no workers): for API behaviour on both databases."""
+    with serving_api(make_settings(tmp_path, database_url, DOCKYARD_SOURCE_TTL="600")) as api:
+        yield api
 
 
 @dataclass

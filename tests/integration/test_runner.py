@@ -13,12 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Api, ThreadServer, make_settings, server_data_dir
+from tests.conftest import Api, make_settings, server_data_dir, serving_api
 from tests.helpers import tar_gz_from_files
 
 from dockyard import sandbox
-from dockyard.api.app import create_app
-from dockyard.bootstrap import build_platform
 from dockyard.domain import status as st
 from dockyard.errors import BuildError
 from dockyard.pipeline import cache, package
@@ -26,7 +24,6 @@ from dockyard.router.table import Backend, RouteTable
 from dockyard.runtime.fake import FakeRuntime
 from dockyard.runtime.supervisor import Supervisor
 from dockyard.services import deployments as deployments_service
-from dockyard.services.auth import create_user
 from dockyard.services.lifecycle import cache_dir
 from dockyard.services.runtime_state import DatabaseStateStore
 from dockyard.worker.runner import run_deployment
@@ -50,12 +47,8 @@ class RecordingRoutes(RouteTable):
 def api(tmp_path: Path) -> Iterator[Api]:
     """The control plane on SQLite, its data where the build sandbox can reach it."""
     data_dir = server_data_dir()
-    settings = make_settings(tmp_path, DOCKYARD_DATA_DIR=str(data_dir))
-    platform = build_platform(settings)
-    token = create_user(db=platform.db, username="alice", email="alice@example.com").secret
-    with ThreadServer(create_app(platform), settings):
-        yield Api(platform=platform, url=settings.public_url, token=token, username="alice")
-    platform.engine.dispose()
+    with serving_api(make_settings(tmp_path, DOCKYARD_DATA_DIR=str(data_dir))) as api:
+        yield api
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
