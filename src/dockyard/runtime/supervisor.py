@@ -144,6 +144,7 @@ class Supervisor:
         self._closing = False
         self._retiring: list[threading.Thread] = []
         self._retiring_releases: dict[str, set[str]] = {}  # app -> releases still stopping
+        self._retired = threading.Condition(self._lock)  # notified as each one has stopped
 
     # -- deploying ----------------------------------------------------------------------
 
@@ -275,8 +276,9 @@ class Supervisor:
         try:
             self._stop_all(old.handles(), grace=self.stop_grace)
         finally:
-            with self._lock:
+            with self._retired:
                 self._retiring_releases.get(app, set()).discard(old.release_id)
+                self._retired.notify_all()
         self._prune_logs(app, keep=keep)
 
     def retiring_releases(self, app: str) -> set[str]:
@@ -284,6 +286,13 @@ class Supervisor:
         or stopping): their files must stay."""
         with self._lock:
             return set(self._retiring_releases.get(app, ()))
+
+    def wait_release_stopped(self, app: str, release_id: str, timeout: float) -> bool:
+        """Wait until a release switched away from has stopped; False on timeout."""
+        with self._retired:
+            return self._retired.wait_for(
+                lambda: release_id not in self._retiring_releases.get(app, ()), timeout
+            )
 
     def wait_retired(self, timeout: float | None = None) -> None:
         """Wait until previous releases switched away from are stopped (tests, shutdown)."""

@@ -407,9 +407,7 @@ def _remove_release(platform: Platform, release_id: str) -> None:
 def _remove_release_once_stopped(
     platform: Platform, supervisor: Supervisor, app: str, release_id: str
 ) -> None:
-    deadline = time.monotonic() + RELEASE_STOP_WAIT_SECONDS
-    while release_id in supervisor.retiring_releases(app) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    supervisor.wait_release_stopped(app, release_id, timeout=RELEASE_STOP_WAIT_SECONDS)
     _remove_release(platform, release_id)
 
 

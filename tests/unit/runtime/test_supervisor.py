@@ -189,6 +189,8 @@ def test_the_old_release_drains_before_it_is_stopped_unless_the_server_exits(
     switched = time.monotonic()
     assert {spec.release_id for spec in runtime.running()} == {"r1", "r2"}
     assert supervisor.retiring_releases(APP) == {"r1"}  # its files must stay meanwhile
+    assert not supervisor.wait_release_stopped(APP, "r1", timeout=0.01)
+    assert supervisor.wait_release_stopped(APP, "r1", timeout=5)
     supervisor.wait_retired()
     assert time.monotonic() - switched >= 0.3
     assert {spec.release_id for spec in runtime.running()} == {"r2"}
