@@ -190,7 +190,7 @@ def _unshare(saved: Path, release_dir: Path) -> None:
                     _replace_with_copy(path, st)
     except OSError:
         # The cache was reset or deleted meanwhile (nothing left to protect), or the disk
-        # failed: the next checkout copies nothing more, so say so in the server log.
+        # failed: then files may still be shared, which the operator must hear about.
         log.exception("could not unshare the deployment cache %s from %s", saved, release_dir)
 
 
