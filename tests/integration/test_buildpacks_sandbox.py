@@ -362,10 +362,44 @@ def test_second_python_build_reuses_the_cache(build: Build) -> None:
     assert (build.app / ".venv/bin/gunicorn").exists()
     assert any("Reused the environment built last time" in line for line in build.lines)
     assert warm < cold
-    # Put back as hard links of the cached venv, not copies.
+    # Moved back from the cache and kept there again: the same files, not copies, and
+    # read-only to every build.
     (cached,) = (build.cache / "python").glob("venv-*")
     module = Path("lib/python3.11/site-packages/flask/app.py")
-    assert (build.app / ".venv" / module).stat().st_ino == (cached / module).stat().st_ino
+    in_app = (build.app / ".venv" / module).stat()
+    assert in_app.st_ino == (cached / module).stat().st_ino
+    assert in_app.st_uid == 0 and not in_app.st_mode & 0o222
+
+
+def test_the_next_build_cannot_change_a_kept_venv_that_a_release_uses(build: Build) -> None:
+    build.app_from(files={"requirements.txt": ""})
+    build.run()
+    release = build.work / "release"
+    build.app.rename(release)  # the first build's app, now serving
+    config = release / ".venv" / "pyvenv.cfg"
+    before = config.read_bytes()
+    (kept,) = (build.cache / "python").glob("venv-*")
+    cached = f"/cache/python/{kept.name}/pyvenv.cfg"
+    build.buildpacks["vandal"] = {
+        "compile": """
+            for f in "$2"/python/venv-*/pyvenv.cfg; do
+              [ -f "$f" ] && echo "found the kept venv"
+              echo tampered >> "$f" 2>/dev/null && echo "wrote to it"
+              chmod u+w "$f" 2>/dev/null && echo "made it writable"
+              ln "$f" "$1/linked" 2>/dev/null && echo "linked it"
+              mv "$(dirname "$f")" "$1/.venv" && echo "moved it"
+            done
+        """
+    }
+    build.app_from(files={"x": "1"})
+    build.run(env={"BUILDPACK_URL": "vandal"})
+    assert build.lines[-3:] == [
+        "found the kept venv",
+        # Only the shell's own complaint: nothing of the file changed.
+        f"/buildpack/bin/compile: 4: cannot create {cached}: Permission denied",
+        "moved it",
+    ]
+    assert config.read_bytes() == before
 
 
 def test_compile_can_hard_link_from_the_cache_into_the_app(build: Build) -> None:

@@ -153,17 +153,30 @@ def test_a_packaging_failure_is_a_build_error_and_the_new_processes_are_stopped(
 def test_the_next_build_cannot_reach_the_serving_release_through_the_cache(
     api: Api, runtime: FakeRuntime
 ) -> None:
-    # The Python buildpack saves its venv into the cache as hard links of the app's.
+    # dockyard keeps the Python buildpack's venv in the cache as hard links of the app's.
     files = {"Procfile": "web: serve-forever\n", "requirements.txt": ""}
     deployment_id, final = deploy(api, files)
     assert final == st.SUCCESS
     saved = cache_dir(api.platform, app_id(api))
-    cache.checkout(saved, api.platform.settings.data_dir / "next-build")  # waits, as a build would
-    (cached,) = (saved / "python").glob("venv-*")
+    next_build = api.platform.settings.data_dir / "next-build"
+    owner = DatabaseStateStore(api.platform.db).sandbox_uid(APP)
+    cache.checkout(saved, next_build, owner=owner)  # as the next build gets it
     release = api.platform.settings.releases_dir / deployment_id
-    served = (release / ".venv" / "pyvenv.cfg").stat()
-    assert (cached / "pyvenv.cfg").stat().st_ino != served.st_ino
-    assert (cached / "pyvenv.cfg").read_bytes() == (release / ".venv" / "pyvenv.cfg").read_bytes()
+    shared = _inodes(release) & _inodes(next_build)
+    assert shared, "the venv is kept as hard links, not copied"
+    for path in next_build.rglob("*"):
+        st_ = path.lstat()
+        if (st_.st_dev, st_.st_ino) in shared:
+            assert st_.st_uid == 0 and not st_.st_mode & 0o222, f"{path} is writable"
+
+
+def _inodes(root: Path) -> set[tuple[int, int]]:
+    found = set()
+    for path in root.rglob("*"):
+        st_ = path.lstat()
+        if path.is_file() and not path.is_symlink():
+            found.add((st_.st_dev, st_.st_ino))
+    return found
 
 
 def app_id(api: Api) -> str:

@@ -50,6 +50,7 @@ from pathlib import Path
 from dockyard import sandbox
 from dockyard.domain.procfile import ProcfileError, parse_procfile
 from dockyard.errors import BuildError
+from dockyard.pipeline import keep
 
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "buildpacks"
 
@@ -358,7 +359,7 @@ class _Runner:
     # -- setup ---------------------------------------------------------------------------
 
     def prepare_cache(self) -> None:
-        sandbox.prepare_writable_dir(self.ctx.cache_dir, self.ctx.host_uid)
+        keep.give_to(self.ctx.cache_dir, self.ctx.host_uid)
 
     def prepare(self) -> None:
         ctx = self.ctx
@@ -457,6 +458,7 @@ class _Runner:
             tail.append(line)
             self.log(line)
 
+        keep.discard_requests(self.ctx.cache_dir)
         with self._cache_in_root():
             status, _ = self._run(
                 pack,
@@ -467,6 +469,8 @@ class _Runner:
             )
         if status != 0:
             raise BuildError(_compile_failure(pack, status, list(tail), self.ctx.limits))
+        owner = self.ctx.host_uid if os.geteuid() == 0 else None
+        keep.apply_requests(self.ctx.cache_dir, self.ctx.app_dir, owner=owner, log=self.log)
 
     def release(self, pack: _Buildpack) -> _Release:
         if not (pack.path / "bin" / "release").is_file():

@@ -4,11 +4,12 @@ A build works on a copy made of hard links (cheap, whatever the cache's size); t
 replaces the saved cache only after a successful build, so a failed build never poisons
 it. Copies never follow symlinks: they are recreated as symlinks.
 
-A build may also hard-link files from its cache into the app (the Python buildpack puts
-its cached virtualenv back that way), so a release can share files with the saved
-cache; the next build, which gets that cache writable, must not be able to change a
-serving release through them. ``unshare_in_background`` gives the saved cache copies of
-its own of those files once the release is up, and ``checkout`` waits for it.
+A release can share files with the saved cache: the directories dockyard keeps for a
+buildpack (``keep``: the Python buildpack's virtualenv) and whatever a buildpack
+hard-linked itself (pnpm's store). The next build, which gets that cache writable, must
+not be able to change a serving release through them. Kept files are frozen (read-only,
+root's) and stay shared; for the others, ``unshare_in_background`` gives the saved cache
+copies of its own once the release is up, and ``checkout`` waits for it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+
+from dockyard.pipeline import keep
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,11 @@ def _link_tree(source: Path, target: Path, owner: int | None) -> None:
                     except OSError:
                         shutil.copy2(entry.path, destination, follow_symlinks=False)
                     else:
-                        if owner is None or entry.stat(follow_symlinks=False).st_uid == owner:
+                        if owner is None:
                             continue
+                        st = entry.stat(follow_symlinks=False)
+                        if st.st_uid == owner or keep.is_frozen(st):
+                            continue  # a frozen file stays root's: see keep.py
                 else:
                     continue  # sockets, FIFOs, devices: nothing a cache needs
                 if owner is not None:
@@ -149,31 +155,47 @@ def _remove_in_background(saved: Path) -> None:
     threading.Thread(target=remove, name="dockyard-cache-removal", daemon=True).start()
 
 
-_unsharing: dict[Path, subprocess.Popen[bytes]] = {}
+_unsharing: dict[Path, threading.Thread] = {}
 _unsharing_lock = threading.Lock()
 
 
 def unshare_in_background(saved: Path, release_dir: Path) -> None:
     """Replace each file of ``saved`` that ``release_dir`` shares (a hard link made by
-    the build) with a copy of its own, in a process of its own (~0.06 s for a Flask
-    virtualenv): as a thread of the server, its thousands of short system calls fought
-    the event loop and the workers for the GIL, and slowed the deployment it ran beside
-    more than it cost itself. ``checkout``, ``reset`` and ``discard`` of the same cache
-    wait for it."""
-    argv = [sys.executable, "-m", __name__, str(saved), str(release_dir)]
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True)
+    the build, not a frozen one: see ``keep``) with a copy of its own. ``checkout``,
+    ``reset`` and ``discard`` of the same cache wait for it.
+
+    A thread looks for such files (the Python buildpack leaves none: its venv is kept
+    frozen); the copies are made in a process of its own, at a low priority: as a thread
+    of the server, its thousands of short system calls fought the event loop and the
+    workers for the GIL, and it ran while the new release boots."""
+    worker = threading.Thread(
+        target=_unshare_if_shared, args=(saved, release_dir), name="dockyard-unshare"
+    )
     with _unsharing_lock:
-        _unsharing[saved] = process
+        _unsharing[saved] = worker
+    worker.start()
+
+
+def _unshare_if_shared(saved: Path, release_dir: Path) -> None:
+    try:
+        if not _hard_linked_files(release_dir):
+            return
+    except FileNotFoundError:
+        return  # the release failed to start and is gone: it shares nothing any more
+    except OSError:
+        log.exception("could not look for the files %s shares with its cache", release_dir)
+    argv = ["nice", "-n", "10", sys.executable, "-m", __name__, str(saved), str(release_dir)]
+    subprocess.run(argv, stdin=subprocess.DEVNULL, close_fds=True, check=False)
 
 
 def _wait_unshared(saved: Path) -> None:
     with _unsharing_lock:
-        process = _unsharing.get(saved)
-    if process is None:
+        worker = _unsharing.get(saved)
+    if worker is None:
         return
-    process.wait()
+    worker.join()
     with _unsharing_lock:
-        if _unsharing.get(saved) is process:
+        if _unsharing.get(saved) is worker:
             del _unsharing[saved]
 
 
@@ -186,7 +208,7 @@ def _unshare(saved: Path, release_dir: Path) -> None:
             for name in files:
                 path = os.path.join(directory, name)
                 st = os.lstat(path)
-                if (st.st_dev, st.st_ino) in shared:
+                if (st.st_dev, st.st_ino) in shared and not keep.is_frozen(st):
                     _replace_with_copy(path, st)
     except OSError:
         # The cache was reset or deleted meanwhile (nothing left to protect), or the disk
@@ -199,7 +221,7 @@ def _hard_linked_files(root: Path) -> set[tuple[int, int]]:
     for directory, _dirs, files in os.walk(root):
         for name in files:
             st = os.lstat(os.path.join(directory, name))
-            if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+            if st.st_nlink > 1 and stat.S_ISREG(st.st_mode) and not keep.is_frozen(st):
                 found.add((st.st_dev, st.st_ino))
     return found
 

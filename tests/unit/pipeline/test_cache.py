@@ -139,3 +139,24 @@ def test_files_a_release_shares_with_the_saved_cache_get_copies_before_the_next_
     assert not list(saved.rglob("*.dockyard-copy"))
     next_build = (tmp_path / "next-build" / "python" / "venv" / "module.py").stat()
     assert next_build.st_ino == kept.st_ino != served.st_ino
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="frozen files are root's")
+def test_a_frozen_file_stays_frozen_and_shared_through_checkout_and_unshare(
+    tmp_path: Path,
+) -> None:
+    saved, release = tmp_path / "saved", tmp_path / "release"
+    (saved / "python" / "venv").mkdir(parents=True)
+    release.mkdir()
+    frozen = saved / "python" / "venv" / "module.py"
+    frozen.write_text("print('kept')\n")
+    frozen.chmod(0o444)  # what keep.apply_requests leaves: root's and read-only
+    os.link(frozen, release / "module.py")
+
+    cache.unshare_in_background(saved, release)
+    cache.checkout(saved, tmp_path / "next-build", owner=4321)
+
+    checked_out = (tmp_path / "next-build" / "python" / "venv" / "module.py").stat()
+    assert checked_out.st_ino == (release / "module.py").stat().st_ino, "not copied"
+    assert (checked_out.st_uid, checked_out.st_mode & 0o777) == (0, 0o444)
+    assert (tmp_path / "next-build" / "python").stat().st_uid == 4321
