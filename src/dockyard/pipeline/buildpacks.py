@@ -4,8 +4,8 @@ Which buildpacks run, in this order of precedence:
 
 1. the app variable ``BUILDPACK_URL``: that one buildpack (its ``bin/detect`` must accept);
 2. a ``.buildpacks`` file in the app: every URL in it, in order, all compiled;
-3. otherwise ``bin/detect`` of each built-in buildpack in ``BUILTIN_BUILDPACKS`` order;
-   the first that accepts wins.
+3. otherwise each built-in buildpack in ``builtins.BUILTIN_BUILDPACKS`` order (detected
+   by dockyard itself, see ``builtins``); the first that accepts wins.
 
 Each step (``bin/detect BUILD``, ``bin/compile BUILD CACHE ENV_DIR``, ``bin/release
 BUILD``) runs in its own bubblewrap sandbox that sees::
@@ -51,23 +51,10 @@ from dockyard import sandbox
 from dockyard.domain.procfile import ProcfileError, parse_procfile
 from dockyard.errors import BuildError
 from dockyard.pipeline import keep
+from dockyard.pipeline.builtins import BUILTIN_BUILDPACKS, BUILTIN_NAMES, Builtin
 
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "buildpacks"
 
-
-@dataclass(frozen=True)
-class Builtin:
-    name: str
-    looks_for: str  # what its bin/detect looks for, for the "nothing matched" message
-
-
-# The one detection order. First match wins; procfile is the last resort.
-BUILTIN_BUILDPACKS: tuple[Builtin, ...] = (
-    Builtin("python", "requirements.txt, pyproject.toml, Pipfile, setup.py"),
-    Builtin("nodejs", "package.json"),
-    Builtin("static", "index.html"),
-    Builtin("procfile", "Procfile"),
-)
 
 APP_MOUNT = "/app"
 CACHE_MOUNT = "/cache"
@@ -126,6 +113,7 @@ BuildpackFetcher = Callable[[str, Path], None]  # url -> download/clone into thi
 class _Buildpack:
     name: str  # a built-in's name or the URL it came from
     path: Path  # host directory
+    builtin: Builtin | None = None  # detected by dockyard itself, not by a bin/detect
 
 
 @dataclass
@@ -399,14 +387,15 @@ class _Runner:
                 )
 
     def resolve(self, name_or_url: str, fetch: BuildpackFetcher) -> _Buildpack:
-        if name_or_url in {b.name for b in BUILTIN_BUILDPACKS}:
+        builtin = BUILTIN_NAMES.get(name_or_url)
+        if builtin is not None:
             path = BUILTIN_ROOT / name_or_url
             if self.ctx.sandbox_enabled and _blocking_dir(path, self.ctx.host_uid) is not None:
                 copy = self.ctx.scratch_dir / "buildpacks" / name_or_url
                 if not copy.exists():
                     shutil.copytree(path, copy)
                 path = copy
-            return _Buildpack(name_or_url, path)
+            return _Buildpack(name_or_url, path, builtin)
         self.fetched += 1
         target = self.ctx.scratch_dir / "buildpacks" / f"fetched-{self.fetched}"
         target.mkdir(parents=True)
@@ -439,6 +428,11 @@ class _Runner:
     # -- steps ---------------------------------------------------------------------------
 
     def detect(self, pack: _Buildpack, *, required: bool) -> bool:
+        if pack.builtin is not None:
+            if not pack.builtin.accepts(self.ctx.app_dir):
+                return False
+            self.log(f"-----> {pack.builtin.label} app detected")
+            return True
         if not (pack.path / "bin" / "detect").is_file():
             if required:
                 self.log(f"-----> {pack.name} has no bin/detect: using it as asked")

@@ -182,6 +182,28 @@ def run_deployment(platform: Platform, deployment: Deployment, *, stopping: thre
 def _build(
     platform: Platform, job: Job, workdir: Path, write: BatchingLog, cancelled: CancelCheck
 ) -> buildpacks.BuildResult:
+    # The cache's hard-linked copy (tens of ms for a virtualenv and uv's cache, more for
+    # node_modules) is made while the source is fetched and unpacked and the buildpacks
+    # are detected, none of which see it.
+    owner = job.sandbox_uid if os.geteuid() == 0 else None  # only root can give files away
+    saved = cache_dir(platform, job.app_id)
+    working_cache = _working_cache(workdir)
+    checkout = Background(
+        lambda: cache.checkout(saved, working_cache, owner=owner), name="dockyard-cache-checkout"
+    )
+    try:
+        _fetch_and_unpack(platform, job, workdir, write, cancelled)
+        result = _run_buildpacks(platform, job, workdir, write, cancelled, checkout.wait)
+    except BaseException:
+        checkout.join()  # done with the directory before it is removed; its error is moot
+        raise
+    job.cache_generation = checkout.wait()
+    return result
+
+
+def _fetch_and_unpack(
+    platform: Platform, job: Job, workdir: Path, write: BatchingLog, cancelled: CancelCheck
+) -> None:
     settings = platform.settings
     write("-----> Fetching source code")
     archive_path = workdir / "source.tar.gz"
@@ -214,21 +236,6 @@ def _build(
         owner_uid=job.sandbox_uid if settings.sandbox else None,
     )
     cancelled.raise_if_cancelled()
-    working_cache = _working_cache(workdir)
-    # The cache's hard-linked copy (tens of ms for a virtualenv, more for node_modules)
-    # is made while the buildpacks are detected, which do not see it.
-    owner = job.sandbox_uid if os.geteuid() == 0 else None  # only root can give files away
-    saved = cache_dir(platform, job.app_id)
-    checkout = Background(
-        lambda: cache.checkout(saved, working_cache, owner=owner), name="dockyard-cache-checkout"
-    )
-    try:
-        result = _run_buildpacks(platform, job, workdir, write, cancelled, checkout.wait)
-    except BaseException:
-        checkout.join()  # done with the directory before it is removed; its error is moot
-        raise
-    job.cache_generation = checkout.wait()
-    return result
 
 
 def _run_buildpacks(

@@ -18,13 +18,13 @@ from dockyard import sandbox
 from dockyard.errors import BuildError
 from dockyard.pipeline import buildpacks
 from dockyard.pipeline.buildpacks import (
-    BUILTIN_BUILDPACKS,
     BuildContext,
     _LineBuffer,
     build_environment,
     parse_release,
     run_buildpacks,
 )
+from dockyard.pipeline.builtins import BUILTIN_BUILDPACKS
 
 # -- pure helpers -------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ def test_line_buffer_splits_decodes_and_keeps_the_last_redraw() -> None:
 def test_builtin_order_is_one_explicit_list() -> None:
     assert [b.name for b in BUILTIN_BUILDPACKS] == ["python", "nodejs", "static", "procfile"]
     for builtin in BUILTIN_BUILDPACKS:
-        for step in ("detect", "compile", "release"):
+        for step in ("compile", "release"):  # detection is dockyard's own (builtins.py)
             script = buildpacks.BUILTIN_ROOT / builtin.name / "bin" / step
             assert script.is_file() and os.access(script, os.X_OK), script
 
