@@ -23,7 +23,7 @@ new release's boot for the CPU).
 
 Nothing of the build runs any more when this reads the app and the cache (its sandbox is
 gone), so what a path names cannot change while it is followed; symlinks are never
-followed all the same.
+followed all the same, and owners are changed through a descriptor.
 """
 
 from __future__ import annotations
@@ -171,9 +171,11 @@ def _keep(source: Path, target: Path, owner: int | None) -> None:
     try:
         _link_tree(source, partial, owner)
         os.rename(partial, target)
-    except OSError as exc:
+    except BaseException as exc:
         _remove(partial)
-        raise _Refused(f"it could not be linked into the cache ({exc.strerror})") from exc
+        if isinstance(exc, OSError):
+            raise _Refused(f"it could not be linked into the cache ({exc.strerror})") from exc
+        raise
 
 
 def _link_tree(source: Path, target: Path, owner: int | None) -> None:
@@ -203,11 +205,19 @@ def _link_tree(source: Path, target: Path, owner: int | None) -> None:
 def _freeze(path: str, st: os.stat_result) -> None:
     if is_frozen(st) and not st.st_mode & 0o6000:
         return  # kept last time already: linked back unchanged
-    # Readable and executable by all where the owner could: the app's uid no longer owns
-    # the file but must still read it (and run what is in bin/).
-    mode = (0o444 if st.st_mode & 0o400 else 0) | (0o111 if st.st_mode & 0o100 else 0)
-    os.chmod(path, mode)  # first: drops setuid/setgid before root owns the file
-    os.chown(path, FROZEN_UID, FROZEN_UID)
+    # Through a descriptor of what was linked, never a path that could have become a
+    # symlink: root changes owners here.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Refused(f"{path} changed while it was kept")
+        # Readable and executable by all where the owner could: the app's uid no longer
+        # owns the file but must still read it (and run what is in bin/).
+        mode = (0o444 if st.st_mode & 0o400 else 0) | (0o111 if st.st_mode & 0o100 else 0)
+        os.fchmod(fd, mode)  # first: drops setuid/setgid before root owns the file
+        os.fchown(fd, FROZEN_UID, FROZEN_UID)
+    finally:
+        os.close(fd)
 
 
 def _chown(path: str | Path, owner: int | None) -> None:
