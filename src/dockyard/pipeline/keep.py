@@ -16,7 +16,7 @@ Why dockyard links rather than the buildpack: the release shares these files' in
 the cache, and every later build gets the cache writable. A file the build user could link
 (``fs.protected_hardlinks``: only a file it owns or may write) is a file it could write,
 and then it could change the serving release through its cache. Frozen files can be read,
-renamed and deleted by a build, never written; ``cache.unshare_in_background`` leaves them
+renamed and deleted by a build, never written; ``cache.settle_in_background`` leaves them
 shared, so keeping a virtualenv costs a few thousand system calls instead of a copy of
 every file (a Flask virtualenv: ~0.01 s against ~0.1 s for the copy, which also fought the
 new release's boot for the CPU).

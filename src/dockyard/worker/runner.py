@@ -351,8 +351,9 @@ def _push_and_start(
         )
         if cache_saved:
             # The next build must not be able to write to this release through its
-            # cache; the copies are made while the release boots.
-            cache.unshare_in_background(saved_cache, release_dir)
+            # cache, and its copy of the cache can be made now: both while the
+            # release boots.
+            cache.settle_in_background(saved_cache, release_dir)
         else:
             write("       The deployment cache was reset during this build: it stays empty.")
         types = ", ".join(sorted(result.process_types)) or "none"

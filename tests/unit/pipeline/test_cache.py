@@ -127,7 +127,7 @@ def test_files_a_release_shares_with_the_saved_cache_get_copies_before_the_next_
     os.link(shared, release / "module.py")  # what a build linking from its cache leaves
     wheel_inode = (saved / "uv" / "wheel").stat().st_ino
 
-    cache.unshare_in_background(saved, release)
+    cache.settle_in_background(saved, release)
     cache.checkout(saved, tmp_path / "next-build")  # waits for the copies
 
     kept, served = shared.stat(), (release / "module.py").stat()
@@ -153,10 +153,49 @@ def test_a_frozen_file_stays_frozen_and_shared_through_checkout_and_unshare(
     frozen.chmod(0o444)  # what keep.apply_requests leaves: root's and read-only
     os.link(frozen, release / "module.py")
 
-    cache.unshare_in_background(saved, release)
+    cache.settle_in_background(saved, release)
     cache.checkout(saved, tmp_path / "next-build", owner=4321)
 
     checked_out = (tmp_path / "next-build" / "python" / "venv" / "module.py").stat()
     assert checked_out.st_ino == (release / "module.py").stat().st_ino, "not copied"
     assert (checked_out.st_uid, checked_out.st_mode & 0o777) == (0, 0o444)
     assert (tmp_path / "next-build" / "python").stat().st_uid == 4321
+
+
+def test_the_next_build_gets_a_copy_made_ahead_and_still_cannot_poison_the_cache(
+    tmp_path: Path,
+) -> None:
+    saved, release = tmp_path / "saved", tmp_path / "release"
+    release.mkdir()
+    first = tmp_path / "w1"
+    cache.checkout(saved, first)
+    (first / "uv").mkdir()
+    (first / "uv" / "wheel").write_text("cached wheel")
+    assert cache.save(first, saved, seen_generation="")
+    cache.settle_in_background(saved, release)
+
+    second = tmp_path / "w2"
+    cache.checkout(saved, second)  # the copy made ahead: a rename
+    assert (second / "uv" / "wheel").read_text() == "cached wheel"
+    assert (second / "uv" / "wheel").stat().st_ino == (saved / "uv" / "wheel").stat().st_ino
+    assert not list(tmp_path.glob("saved.next*")), "the copy was used, not left behind"
+    # That build fails after changing its copy: the saved cache is as it was.
+    (second / "uv" / "wheel").unlink()
+    (second / "junk").write_text("half a download")
+    third = tmp_path / "w3"
+    cache.checkout(saved, third)
+    assert sorted(p.name for p in third.iterdir()) == ["uv"]
+    assert (third / "uv" / "wheel").read_text() == "cached wheel"
+
+
+def test_a_reset_drops_the_copy_made_ahead(tmp_path: Path) -> None:
+    saved, release = tmp_path / "saved", tmp_path / "release"
+    release.mkdir()
+    (saved / "npm").mkdir(parents=True)
+    (saved / "npm" / "index").write_text("v1")
+    cache.settle_in_background(saved, release)
+    cache.reset(saved)
+    working = tmp_path / "w"
+    cache.checkout(saved, working)
+    assert list(working.iterdir()) == []
+    assert not list(tmp_path.glob("saved.next*"))
