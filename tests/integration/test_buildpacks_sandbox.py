@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -579,15 +580,36 @@ def test_node_app_with_yarn_lock_installs_with_yarn(build: Build) -> None:
     assert result.process_types["web"] == "npm start"
 
 
-def test_only_compile_is_given_the_cache(build: Build) -> None:
+def test_detect_does_not_see_the_cache_and_release_runs_after_compile(build: Build) -> None:
     build.buildpacks["probe"] = {
         "detect": "[ -e /cache ] && echo SeesCache || echo NoCache",
-        "compile": 'echo "compile cache: $2"; touch "$2/written-by-compile"',
-        "release": "[ -e /cache ] && echo 'release sees the cache' >&2; echo ---",
+        "compile": 'echo "compile cache: $2"; touch "$2/written-by-compile" "$1/compiled"',
+        # As in a Heroku build container: the same sandbox, right after compile.
+        "release": '[ -e "$1/compiled" ] && echo "release after compile, $# argument" >&2\n'
+        "echo ---",
     }
     build.app_from(files={"x": "1"})
     build.run(env={"BUILDPACK_URL": "probe"})
     assert "-----> NoCache app detected" in build.lines
     assert "compile cache: /cache" in build.lines
-    assert "release sees the cache" not in build.output
+    assert "release after compile, 1 argument" in build.lines
     assert (build.cache / "written-by-compile").exists()
+
+
+@pytest.mark.parametrize(
+    ("compile", "release", "message"),
+    [
+        ("exit 3", "echo ---", "failed to compile the app (exit status 3)"),
+        ("true", "echo ---; exit 4", "release step failed (exit status 4)"),
+        # What compile writes to the release step's pipe never reaches it.
+        ("echo 'config_vars: {A: b}' >&3 || exit 5", "echo ---", "(exit status 5)"),
+        ("true", "yes 'x: y' | head -c 2000000", "printed more than 1048576 bytes"),
+    ],
+)
+def test_a_failure_is_put_down_to_the_step_that_failed(
+    build: Build, compile: str, release: str, message: str
+) -> None:
+    build.buildpacks["steps"] = {"compile": compile, "release": release}
+    build.app_from(files={"x": "1"})
+    with pytest.raises(BuildError, match=re.escape(message)):
+        build.run(env={"BUILDPACK_URL": "steps"})
