@@ -19,6 +19,7 @@ from tests.helpers import processes_of
 
 from dockyard import sandbox
 from dockyard.errors import BuildError
+from dockyard.pipeline import keep
 from dockyard.pipeline.buildpacks import BuildContext, BuildResult, run_buildpacks
 
 pytestmark = [
@@ -102,7 +103,9 @@ class Build:
             self.lines.append(line)
             self.times.append(time.monotonic())
 
-        return run_buildpacks(ctx, log=log, fetch_buildpack=self.fetch, cancelled=cancelled)
+        result = run_buildpacks(ctx, log=log, fetch_buildpack=self.fetch, cancelled=cancelled)
+        keep.apply_requests(self.cache, self.app, owner=self.uid, log=log)  # as the runner does
+        return result
 
     @property
     def output(self) -> str:

@@ -136,8 +136,10 @@ def test_a_packaging_failure_is_a_build_error_and_the_new_processes_are_stopped(
         raise BuildError("The built app could not be packaged: tar said: No space left on device")
 
     monkeypatch.setattr(package, "make_slug", failing)
-    deployment_id, final = deploy(api)
+    deployment_id, final = deploy(api, {**FILES, "requirements.txt": ""})
     assert final == st.BUILD_ERROR
+    # The build is not kept either: the next one starts from the cache as it was.
+    assert not cache_dir(api.platform, app_id(api)).exists()
     steps = [name if kind == "status" else kind for kind, name, _ in runtime.events]
     assert steps == ["pushing", "start", "stop", "build-error"]
     with api.client() as client:

@@ -150,6 +150,9 @@ def run_buildpacks(
 ) -> BuildResult:
     """Detect, compile and release the app in ``ctx.app_dir``; see the module docstring.
 
+    The directories the buildpacks ask dockyard to keep (``keep``) are left for the caller
+    to keep (``keep.apply_requests``) once nothing of the build runs any more.
+
     ``cache_ready``, if given, returns once ``ctx.cache_dir`` holds the cache, owned by
     the build uid: the caller may still be filling it while the buildpacks are detected,
     which never see it. Without it, the cache directory is handed to the build uid here."""
@@ -160,6 +163,7 @@ def run_buildpacks(
         runner.prepare_cache()
     else:
         cache_ready()
+    keep.discard_requests(ctx.cache_dir)  # only this build's requests count
     release = _Release()
     for pack in packs:
         _merge_release(release, runner.compile_and_release(pack))
@@ -485,7 +489,6 @@ class _Runner:
             self._inside("env"),
         ]
         out: list[str] = []
-        keep.discard_requests(self.ctx.cache_dir)
         with self._cache_in_root():
             status = self._run(
                 pack, argv, on_output=show, on_release_output=out.append, with_cache=True
@@ -501,8 +504,6 @@ class _Runner:
                 f"The {pack.name} buildpack's release step failed (exit status {status}). "
                 "Its output is above; bin/release must print YAML and exit 0."
             )
-        owner = self.ctx.host_uid if os.geteuid() == 0 else None
-        keep.apply_requests(self.ctx.cache_dir, self.ctx.app_dir, owner=owner, log=self.log)
         process_types, config_vars = parse_release("\n".join(yaml_lines))
         return _Release(process_types, config_vars)
 

@@ -28,7 +28,7 @@ from dockyard.db.engine import transaction
 from dockyard.db.models import App, Deployment
 from dockyard.domain import status as st
 from dockyard.errors import ArchiveError, BootError, BuildError, FetchError, PipelineError
-from dockyard.pipeline import archive, buildpacks, cache, fetch, package
+from dockyard.pipeline import archive, buildpacks, cache, fetch, keep, package
 from dockyard.runtime.boot import BootCancelled
 from dockyard.runtime.supervisor import Supervisor
 from dockyard.services import apps as apps_service
@@ -318,12 +318,14 @@ def _push_and_start(
     cancelled: CancelCheck,
     pushed: Callable[[int], None],
 ) -> None:
-    """Package the release and start it, at once: the slug is written from the release
-    directory (read-only to the app) while the release's processes boot.
+    """Package the release and start it, at once: the directories the buildpacks asked to
+    keep are kept in the cache and the slug is written from the release directory
+    (read-only to the app) while the release's processes boot.
 
     The release is routed only once its slug is stored, and the status goes from
     ``pushing`` to ``starting`` (``pushed``) only then, so a packaging failure is still a
-    build error and the previous release keeps serving.
+    build error and the previous release keeps serving. The cache is saved then too: not
+    for a build that could not be packaged.
     """
     supervisor = supervisor_of(platform)
     if supervisor is None:
@@ -336,26 +338,23 @@ def _push_and_start(
     _app_dir(workdir).rename(release_dir)
     write("-----> Packaging the release")
     slug_path = workdir / f"slug{package.SLUG_SUFFIX}"
-    slug = Background(lambda: package.make_slug(release_dir, slug_path), name="dockyard-slug")
+
+    def keep_and_package() -> int:
+        # Kept first: keeping freezes files, and the slug records them as they stay.
+        owner = job.sandbox_uid if os.geteuid() == 0 else None
+        keep.apply_requests(_working_cache(workdir), release_dir, owner=owner, log=write)
+        return package.make_slug(release_dir, slug_path)
+
+    slug = Background(keep_and_package, name="dockyard-slug")
 
     def launched() -> None:
         size = slug.wait()
         platform.blobs.put_file(slug_key(job.deployment_id), slug_path)
         write(f"       Release size: {_size(size)}")
+        _save_cache(platform, job, workdir, release_dir, write)
         pushed(size)
 
-    saved_cache = cache_dir(platform, job.app_id)
     try:
-        cache_saved = cache.save(
-            _working_cache(workdir), saved_cache, seen_generation=job.cache_generation
-        )
-        if cache_saved:
-            # The next build must not be able to write to this release through its
-            # cache, and its copy of the cache can be made now: both while the
-            # release boots.
-            cache.settle_in_background(saved_cache, release_dir)
-        else:
-            write("       The deployment cache was reset during this build: it stays empty.")
         types = ", ".join(sorted(result.process_types)) or "none"
         write(f"-----> Starting the release (process types: {types})")
         supervisor.deploy(
@@ -374,6 +373,18 @@ def _push_and_start(
         shutil.rmtree(release_dir, ignore_errors=True)
         platform.blobs.delete(slug_key(job.deployment_id))
         raise
+
+
+def _save_cache(
+    platform: Platform, job: Job, workdir: Path, release_dir: Path, write: BatchingLog
+) -> None:
+    saved = cache_dir(platform, job.app_id)
+    if not cache.save(_working_cache(workdir), saved, seen_generation=job.cache_generation):
+        write("       The deployment cache was reset during this build: it stays empty.")
+        return
+    # The next build must not be able to write to this release through its cache, and
+    # its copy of the cache can be made now: both while the release boots.
+    cache.settle_in_background(saved, release_dir)
 
 
 KEPT_RELEASES = 2  # the serving one, and the one it replaced (still stopping)
