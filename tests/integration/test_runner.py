@@ -93,10 +93,11 @@ def slow_slug(monkeypatch: pytest.MonkeyPatch, runtime: FakeRuntime) -> None:
     monkeypatch.setattr(package, "make_slug", slow)
 
 
-def deploy(api: Api, files: dict[str, str] = FILES) -> tuple[str, str]:
+def deploy(api: Api, files: dict[str, str] = FILES, *, new_app: bool = True) -> tuple[str, str]:
     """Upload the app, create its deployment, run it as a worker would: (id, final status)."""
     with api.client() as client:
-        client.post("/v1/apps", json={"app": {"name": APP}}).raise_for_status()
+        if new_app:
+            client.post("/v1/apps", json={"app": {"name": APP}}).raise_for_status()
         source = client.post("/v1/sources", json={}).json()["source"]
         httpx.put(
             source["upload_url"],
@@ -150,6 +151,23 @@ def test_a_packaging_failure_is_a_build_error_and_the_new_processes_are_stopped(
     assert "route" not in kinds
     assert runtime.running() == []
     assert not (api.platform.settings.releases_dir / deployment_id).exists()
+
+
+def test_a_build_runs_in_the_root_a_finished_build_left_bare_never_in_a_failed_ones(
+    api: Api, runtime: FakeRuntime
+) -> None:
+    pool = api.platform.settings.builds_dir / ".roots"
+    assert deploy(api)[1] == st.SUCCESS
+    (root,) = pool.iterdir()
+    inode = root.stat().st_ino
+    assert {path.name for path in root.iterdir()} >= {"usr", "proc", "tmp", "bin"}
+    assert deploy(api, new_app=False)[1] == st.SUCCESS
+    assert [path.stat().st_ino for path in pool.iterdir()] == [inode], "the same root, reused"
+
+    unsupported = {**FILES, "requirements.txt": "", "runtime.txt": "python-2.7.18\n"}
+    assert deploy(api, unsupported, new_app=False)[1] == st.BUILD_ERROR
+    # Its build took the pooled root and left its app in it: that root is not reused.
+    assert list(pool.iterdir()) == []
 
 
 def test_the_next_build_cannot_reach_the_serving_release_through_the_cache(

@@ -28,7 +28,7 @@ from dockyard.db.engine import transaction
 from dockyard.db.models import App, Deployment
 from dockyard.domain import status as st
 from dockyard.errors import ArchiveError, BootError, BuildError, FetchError, PipelineError
-from dockyard.pipeline import archive, buildpacks, cache, fetch, keep, package
+from dockyard.pipeline import archive, buildpacks, cache, fetch, keep, package, roots
 from dockyard.runtime.boot import BootCancelled
 from dockyard.runtime.supervisor import Supervisor
 from dockyard.services import apps as apps_service
@@ -176,6 +176,7 @@ def run_deployment(platform: Platform, deployment: Deployment, *, stopping: thre
         )
     finally:
         write.close()
+        roots.give_back(_roots_pool(platform), _app_dir(workdir).parent)
         _remove_in_background(workdir)
 
 
@@ -226,7 +227,7 @@ def _fetch_and_unpack(
     cancelled.raise_if_cancelled()
     write("-----> Unpacking the archive")
     app_dir = _app_dir(workdir)
-    app_dir.parent.mkdir(mode=0o755)  # root's, so that a build cannot write to its ``/``
+    roots.take(_roots_pool(platform), app_dir.parent)  # root's: a build cannot write to it
     archive.unpack(
         archive_path,
         app_dir,
@@ -277,6 +278,11 @@ def _app_dir(workdir: Path) -> Path:
     """Where a build's app is unpacked: ``app`` in the directory that becomes its
     sandboxes' ``/`` (``BuildContext.sandbox_root``)."""
     return workdir / "root" / "app"
+
+
+def _roots_pool(platform: Platform) -> Path:
+    """Where finished builds' sandbox roots wait for the next build (``roots``)."""
+    return platform.settings.builds_dir / ".roots"
 
 
 def _working_cache(workdir: Path) -> Path:
