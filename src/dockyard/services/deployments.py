@@ -239,11 +239,34 @@ def cancel_requested(*, db: sessionmaker[Session], deployment_id: str) -> bool:
 def claim_next(
     *, db: sessionmaker[Session], bus: EventBus, worker_id: str, lease_seconds: int
 ) -> Deployment | None:
-    """Take the oldest queued deployment of an app that has none active, as ``building``.
+    """Take the oldest queued deployment of an app that has none active, as ``building``;
+    ``None`` when there is none to take.
 
     On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several worker processes claim at once;
-    the conditional UPDATE makes the claim safe on SQLite too.
+    the conditional UPDATE makes the claim safe on SQLite too. A claim that another worker
+    won is tried again on the next candidate, so that ``None`` means "nothing to claim"
+    and the worker can wait for news.
     """
+    for _ in range(CLAIM_ATTEMPTS):
+        claimed = _claim_oldest(db=db, bus=bus, worker_id=worker_id, lease_seconds=lease_seconds)
+        if not isinstance(claimed, _LostRace):
+            return claimed
+    return None
+
+
+CLAIM_ATTEMPTS = 5
+
+
+class _LostRace:
+    """What ``_claim_oldest`` returns when another worker claimed its candidate first."""
+
+
+_LOST_RACE = _LostRace()
+
+
+def _claim_oldest(
+    *, db: sessionmaker[Session], bus: EventBus, worker_id: str, lease_seconds: int
+) -> Deployment | _LostRace | None:
     active = aliased(Deployment)
     with transaction(db) as session:
         query = (
@@ -278,7 +301,7 @@ def claim_next(
             )
         ).rowcount
         if not claimed:
-            return None
+            return _LOST_RACE
         if session.get_bind().dialect.name == "postgresql":
             # Two apps' claims can race on the "no active deployment" check; the row lock
             # on the app serialises claims per app.
@@ -290,7 +313,7 @@ def claim_next(
             )
             if (others or 0) > 1:
                 session.rollback()
-                return None
+                return _LOST_RACE
         rows = events.append(
             session, deployment_id=candidate.id, entries=[(events.STATUS, st.BUILDING)]
         )

@@ -31,7 +31,9 @@ class WorkerPool:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
         self._wake = threading.Condition()
-        self._pending_wakes = 0
+        # Set by ``wake``, cleared by a worker about to look: a look sees every deployment
+        # committed before it, so any number of wakes before it asks for that one look.
+        self._unseen_commits = False
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -50,7 +52,7 @@ class WorkerPool:
     def wake(self) -> None:
         """A deployment was committed: let an idle worker look now rather than at its next poll."""
         with self._wake:
-            self._pending_wakes += 1
+            self._unseen_commits = True
             self._wake.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -63,6 +65,8 @@ class WorkerPool:
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
+            with self._wake:
+                self._unseen_commits = False
             try:
                 deployment = deployments_service.claim_next(
                     db=self.platform.db,
@@ -75,16 +79,15 @@ class WorkerPool:
                 deployment = None
             if deployment is None:
                 with self._wake:
-                    if self._pending_wakes == 0 and not self.stopping.is_set():
+                    if not self._unseen_commits and not self.stopping.is_set():
                         self._wake.wait(timeout=IDLE_POLL_SECONDS)
-                    self._pending_wakes = max(0, self._pending_wakes - 1)
                 continue
             try:
                 self.run(self.platform, deployment, self.stopping)
             except Exception:
                 log.exception("deployment %s crashed its worker", deployment.id)
-            # Finishing one deployment may unblock the next one of the same app.
-            self.wake()
+            # Finishing one deployment may unblock the next one of the same app: this
+            # worker looks for it at once (waking another as well only doubled the look).
 
     def _housekeeping(self) -> None:
         while not self.stopping.wait(LEASE_SECONDS / 3):
