@@ -41,6 +41,17 @@ class BatchingLog:
             if self._error is not None:
                 raise RuntimeError("the deployment log could not be stored") from self._error
 
+    def take_unstored(self) -> list[str]:
+        """Wait for the batch being stored, then hand over the lines not stored yet, for the
+        caller to store in its own transaction: a status change stores the lines written
+        before it together with it, in one transaction instead of two."""
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writing or self._error is not None)
+            if self._error is not None:
+                raise RuntimeError("the deployment log could not be stored") from self._error
+            taken, self._pending = self._pending, []
+            return taken
+
     def close(self) -> None:
         try:
             self.flush()

@@ -112,13 +112,14 @@ def run_deployment(platform: Platform, deployment: Deployment, *, stopping: thre
     current = st.BUILDING
 
     def finish(final: str, *lines: str, **fields: object) -> str:
-        write.flush()  # every line written so far comes before the status change
+        # Every line written so far comes before the status change, stored with it.
+        earlier = write.take_unstored()
         deployments_service.transition(
             db=platform.db,
             bus=platform.bus,
             deployment_id=job.deployment_id,
             new_status=final,
-            lines=lines,
+            lines=(*earlier, *lines),
             **fields,
         )
         return final
