@@ -1,11 +1,12 @@
 """The root directories of build sandboxes, kept from one build for the next.
 
 A build's sandbox has a directory of its own as ``/`` (``BuildContext.sandbox_root``),
-in which ``sandbox.prepare_root`` makes some twenty mount points and links, all root's.
-Making and deleting them for every build was a fifth of the server's own CPU time per
-deployment when many deploy at once: on an ext4 file system without a journal, as this
-project's machines have, each new inode skips over every inode deleted in the last minutes
-(``recently_deleted`` in the kernel), so a busy file system makes every ``mkdir`` slower.
+in which ``sandbox.prepare_root`` makes some twenty mount points and links, all root's:
+most of the inodes the server itself created per deployment. On an ext4 file system
+without a journal, as this project's machines have, each new inode skips over every
+inode deleted in the last minutes (``recently_deleted`` in the kernel), so the busier the
+disk the dearer a ``mkdir``: inode allocation was a fifth of the server's CPU time while
+eight apps deployed at once (``perf record -a``; docs/performance.md).
 
 Once a build is over, its root holds nothing of it: the app has moved to the release, the
 cache back out, and the sandbox uid could never write to the root or its mount points

@@ -439,9 +439,10 @@ def _remove_release_once_stopped(
 
 def _remove_in_background(workdir: Path) -> None:
     """Delete a finished build's directory off the worker's path: with other builds
-    writing, deleting even its two dozen entries waits on the file system's journal for
-    30-70 ms. Renamed first, so its name is free at once; a leftover of a server that
-    stopped meanwhile is removed at the next start (``server.recover``)."""
+    writing, deleting even its two dozen entries took the worker 30-70 ms. Renamed first,
+    so its name is free at once; a leftover of a server that stopped meanwhile is removed
+    at the next start (``server.recover``). Its sandbox root has been given back to the
+    pool (``roots``) by then if it could be."""
     doomed = workdir.with_name(f".removing-{workdir.name}")
     try:
         workdir.rename(doomed)
