@@ -24,3 +24,6 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q -e '.[dev]'
+# Bytecode of the built-in buildpacks' modules, for the Python that runs them in a build
+# (their directory is read-only there, so it would be compiled at every build).
+/usr/bin/python3 -m compileall -q src/dockyard/buildpacks

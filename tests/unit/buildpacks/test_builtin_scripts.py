@@ -33,7 +33,7 @@ def load(relative: str) -> ModuleType:
 
 
 nodejs = load("nodejs/bin/compile")
-python = load("python/bin/compile")
+python = load("python/lib/python_compile.py")
 static = load("static/lib/static_server.py")
 
 
