@@ -16,10 +16,13 @@ root in a pool; ``take`` hands it to the next build with one rename.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import uuid
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 POOL_SIZE = 16  # more than the builds a machine runs at once; extra roots are deleted
 # What a build puts in its root: its app (moved to the release when it succeeds) and, for
@@ -41,15 +44,21 @@ def take(pool: Path, root: Path) -> None:
 
 def give_back(pool: Path, root: Path) -> bool:
     """Put a finished build's root in the pool if it is as ``prepare_root`` made it: only
-    directories, symlinks and empty files, all owned by this process's user and writable by
-    no one else. Returns whether it was pooled; if not, it stays where it is (the caller
-    removes it with the rest of the build)."""
-    if not _is_bare(root) or len(_pooled(pool)) >= POOL_SIZE:
+    directories, symlinks and empty files, all root's and writable by no one else. Returns
+    whether it was pooled; if not, it stays where it is (the caller removes it with the
+    rest of the build). Never raises: a root not reused only costs the next build time.
+
+    Only for roots of sandboxed builds run by root: a build run as the server's own user
+    (no sandbox, or a server not running as root) could write to its ``/``."""
+    if os.geteuid() != 0:
         return False
-    pool.mkdir(mode=0o700, exist_ok=True)
     try:
+        if not _is_bare(root) or len(_pooled(pool)) >= POOL_SIZE:
+            return False
+        pool.mkdir(mode=0o700, exist_ok=True)
         root.rename(pool / uuid.uuid4().hex)
     except OSError:
+        log.warning("could not keep the build root %s for reuse", root, exc_info=True)
         return False
     return True
 
@@ -74,19 +83,21 @@ def _is_bare(root: Path) -> bool:
                 return False
             with os.scandir(directory) as entries:
                 for entry in entries:
-                    if entry.is_symlink():
-                        continue  # made by root, and nothing else could replace it
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                        continue
                     info = entry.stat(follow_symlinks=False)
-                    if not (stat.S_ISREG(info.st_mode) and info.st_size == 0):
-                        return False
-                    if not _owned_and_closed(info, owner):
+                    if stat.S_ISDIR(info.st_mode):
+                        pending.append(entry.path)  # its owner and mode: checked in turn
+                    elif not _is_bare_leaf(info, owner):
                         return False
     except OSError:
         return False
     return True
+
+
+def _is_bare_leaf(info: os.stat_result, owner: int) -> bool:
+    """A system link, or an empty file that a file is bound over (a tool)."""
+    if stat.S_ISLNK(info.st_mode):
+        return info.st_uid == owner  # a link's own mode bits mean nothing
+    return stat.S_ISREG(info.st_mode) and info.st_size == 0 and _owned_and_closed(info, owner)
 
 
 def _owned_and_closed(info: os.stat_result, owner: int) -> bool:

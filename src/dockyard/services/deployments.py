@@ -254,7 +254,9 @@ def claim_next(
     return None
 
 
-CLAIM_ATTEMPTS = 5
+# Each lost race is another worker's claim, so the queue shrinks meanwhile; the bound only
+# guards against a claim that keeps failing for a reason of its own (the poll covers it).
+CLAIM_ATTEMPTS = 50
 
 
 class _LostRace:

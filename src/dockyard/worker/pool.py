@@ -31,9 +31,10 @@ class WorkerPool:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
         self._wake = threading.Condition()
-        # Set by ``wake``, cleared by a worker about to look: a look sees every deployment
-        # committed before it, so any number of wakes before it asks for that one look.
-        self._unseen_commits = False
+        # Counts ``wake`` calls. A worker notes it before it looks and waits afterwards only
+        # if it has not moved: a look sees every deployment committed before it started,
+        # so any number of wakes before then ask for that one look, and none after.
+        self._commits = 0
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -52,7 +53,7 @@ class WorkerPool:
     def wake(self) -> None:
         """A deployment was committed: let an idle worker look now rather than at its next poll."""
         with self._wake:
-            self._unseen_commits = True
+            self._commits += 1
             self._wake.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -66,7 +67,7 @@ class WorkerPool:
     def _loop(self) -> None:
         while not self.stopping.is_set():
             with self._wake:
-                self._unseen_commits = False
+                seen = self._commits
             try:
                 deployment = deployments_service.claim_next(
                     db=self.platform.db,
@@ -79,7 +80,7 @@ class WorkerPool:
                 deployment = None
             if deployment is None:
                 with self._wake:
-                    if not self._unseen_commits and not self.stopping.is_set():
+                    if self._commits == seen and not self.stopping.is_set():
                         self._wake.wait(timeout=IDLE_POLL_SECONDS)
                 continue
             try:

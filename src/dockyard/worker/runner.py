@@ -114,14 +114,18 @@ def run_deployment(platform: Platform, deployment: Deployment, *, stopping: thre
     def finish(final: str, *lines: str, **fields: object) -> str:
         # Every line written so far comes before the status change, stored with it.
         earlier = write.take_unstored()
-        deployments_service.transition(
-            db=platform.db,
-            bus=platform.bus,
-            deployment_id=job.deployment_id,
-            new_status=final,
-            lines=(*earlier, *lines),
-            **fields,
-        )
+        try:
+            deployments_service.transition(
+                db=platform.db,
+                bus=platform.bus,
+                deployment_id=job.deployment_id,
+                new_status=final,
+                lines=(*earlier, *lines),
+                **fields,
+            )
+        except BaseException:
+            write.put_back(earlier)  # not stored with the status: the writer stores them
+            raise
         return final
 
     try:
@@ -176,9 +180,12 @@ def run_deployment(platform: Platform, deployment: Deployment, *, stopping: thre
             " !     dockyard hit an internal error while deploying; the server log has the details.",
         )
     finally:
-        write.close()
-        roots.give_back(_roots_pool(platform), _app_dir(workdir).parent)
-        _remove_in_background(workdir)
+        try:
+            write.close()
+        finally:
+            if platform.settings.sandbox:  # unsandboxed, a build could write to its root
+                roots.give_back(_roots_pool(platform), _app_dir(workdir).parent)
+            _remove_in_background(workdir)
 
 
 def _build(

@@ -11,6 +11,9 @@ import pytest
 from dockyard import sandbox
 from dockyard.pipeline import roots
 
+# Roots are reused only by a server running as root (it runs builds as other users).
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="roots are reused only as root")
+
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Path:
@@ -84,11 +87,30 @@ def test_a_root_with_anything_of_a_build_left_in_it_is_not_reused(
     assert not any(fresh.iterdir())
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory away")
-def test_a_root_another_user_owns_anything_of_is_not_reused(tmp_path: Path, pool: Path) -> None:
+@pytest.mark.parametrize("owned", ["opt", "bin", "opt/dockyard/bin/uv"])
+def test_a_root_another_user_owns_anything_of_is_not_reused(
+    tmp_path: Path, pool: Path, owned: str
+) -> None:
     root = bare_root(tmp_path / "build" / "root")
-    os.lchown(root / "opt", 4321, 4321)
+    os.lchown(root / owned, 4321, 4321)  # "bin" is a link: its owner counts too
     assert not roots.give_back(pool, root)
+
+
+def test_a_root_is_not_reused_by_a_server_that_does_not_run_as_root(
+    tmp_path: Path, pool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its builds run as its own user, who could have written to the root.
+    root = bare_root(tmp_path / "build" / "root")
+    monkeypatch.setattr(roots.os, "geteuid", lambda: 1000)
+    assert not roots.give_back(pool, root)
+
+
+def test_a_root_that_is_gone_or_a_pool_that_cannot_be_made_is_not_an_error(
+    tmp_path: Path, pool: Path
+) -> None:
+    assert not roots.give_back(pool, tmp_path / "never-made")
+    pool.write_text("not a directory\n")
+    assert not roots.give_back(pool, bare_root(tmp_path / "build" / "root"))
 
 
 def test_the_pool_keeps_a_bounded_number_of_roots(

@@ -76,6 +76,19 @@ def test_a_status_change_takes_the_lines_not_stored_yet_after_the_one_being_stor
     assert slow.stored == [*stored_before, "four"], "taken lines are not stored a second time"
 
 
+def test_lines_a_status_change_could_not_store_are_stored_before_later_ones(
+    slow: SlowLog,
+) -> None:
+    write = writer(slow)
+    write("zero")
+    assert slow.storing.wait(timeout=5)
+    write("later")
+    write.put_back(["one", "two"])  # taken by a status change that then failed
+    slow.release.set()
+    write.close()
+    assert slow.stored == ["zero", "one", "two", "later"]
+
+
 def test_a_failed_store_is_reported_to_the_next_status_change() -> None:
     failed = threading.Event()
 
