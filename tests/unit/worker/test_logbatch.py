@@ -39,10 +39,16 @@ def writer(log: SlowLog) -> BatchingLog:
     return BatchingLog(cast(DeploymentLog, log))
 
 
+def storing(log: SlowLog, first: str) -> BatchingLog:
+    """A writer busy storing its first line (until ``log.release`` is set)."""
+    write = writer(log)
+    write(first)
+    assert log.storing.wait(timeout=5)
+    return write
+
+
 def test_lines_written_during_a_store_go_together_in_the_next_batch(slow: SlowLog) -> None:
-    write = writer(slow)
-    write("one")
-    assert slow.storing.wait(timeout=5)
+    write = storing(slow, "one")
     for line in ("two", "three", "four"):
         write(line)
     slow.release.set()
@@ -54,9 +60,7 @@ def test_lines_written_during_a_store_go_together_in_the_next_batch(slow: SlowLo
 def test_a_status_change_takes_the_lines_not_stored_yet_after_the_one_being_stored(
     slow: SlowLog,
 ) -> None:
-    write = writer(slow)
-    write("one")
-    assert slow.storing.wait(timeout=5)
+    write = storing(slow, "one")
     write("two")
     write("three")
     taken: list[str] = []
@@ -79,9 +83,7 @@ def test_a_status_change_takes_the_lines_not_stored_yet_after_the_one_being_stor
 def test_lines_a_status_change_could_not_store_are_stored_before_later_ones(
     slow: SlowLog,
 ) -> None:
-    write = writer(slow)
-    write("zero")
-    assert slow.storing.wait(timeout=5)
+    write = storing(slow, "zero")
     write("later")
     write.put_back(["one", "two"])  # taken by a status change that then failed
     slow.release.set()
