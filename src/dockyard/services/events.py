@@ -68,7 +68,7 @@ def append(
         select(func.max(DeploymentEvent.seq)).where(DeploymentEvent.deployment_id == deployment_id)
     )
     rows = [
-        StoredEvent(deployment_id, (last or 0) + offset, kind, content[:MAX_LINE_CHARS])
+        StoredEvent(deployment_id, (last or 0) + offset, kind, _stored_content(kind, content))
         for offset, (kind, content) in enumerate(entries, start=1)
     ]
     session.execute(
@@ -79,6 +79,14 @@ def append(
         ],
     )
     return rows
+
+
+def _stored_content(kind: str, content: str) -> str:
+    """A log line without its line ending, however it reached the log; at most
+    MAX_LINE_CHARS."""
+    if kind == LOG:
+        content = content.rstrip("\r\n")
+    return content[:MAX_LINE_CHARS]
 
 
 def publish(bus: EventBus, *, app_id: str, rows: Sequence[StoredEvent]) -> None:
@@ -103,14 +111,13 @@ class DeploymentLog:
         self.lines([line])
 
     def lines(self, lines: Sequence[str]) -> None:
-        cleaned = [line.rstrip("\r\n") for line in lines]
         for _attempt in range(5):
             try:
                 with transaction(self.db) as session:
                     rows = append(
                         session,
                         deployment_id=self.deployment_id,
-                        entries=[(LOG, c) for c in cleaned],
+                        entries=[(LOG, line) for line in lines],
                     )
                 break
             except IntegrityError:

@@ -50,7 +50,7 @@ class BatchingLog:
             if self._error is not None:
                 raise RuntimeError("the deployment log could not be stored") from self._error
             taken, self._pending = self._pending, []
-            return [line.rstrip("\r\n") for line in taken]  # as DeploymentLog.lines stores them
+            return taken
 
     def put_back(self, lines: list[str]) -> None:
         """Lines from ``take_unstored`` that the caller could not store after all: they are

@@ -121,6 +121,28 @@ def test_output_is_the_stored_log_also_while_running(api: Api, client: httpx.Cli
     assert output.text == "-----> one\n       two\n"
 
 
+def test_log_lines_are_stored_without_their_line_endings_whoever_stores_them(
+    api: Api, client: httpx.Client
+) -> None:
+    deployment = create(client).json()["deployment"]
+    claimed = service.claim_next(
+        db=api.platform.db, bus=api.platform.bus, worker_id="test", lease_seconds=30
+    )
+    assert claimed is not None
+    DeploymentLog(
+        db=api.platform.db, bus=api.platform.bus, app_id=claimed.app_id, deployment_id=claimed.id
+    ).lines(["from the writer\r\n"])
+    service.transition(
+        db=api.platform.db,
+        bus=api.platform.bus,
+        deployment_id=claimed.id,
+        new_status=st.BUILD_ERROR,
+        lines=("with the status\n",),
+    )
+    output = client.get(f"/v1/apps/deploy-app/deployments/{deployment['id']}/output")
+    assert output.text == "from the writer\nwith the status\n"
+
+
 def test_one_active_deployment_per_app_others_wait_in_order(api: Api, client: httpx.Client) -> None:
     client.post("/v1/apps", json={"app": {"name": "other-app"}})
     first, second = (create(client).json()["deployment"]["id"] for _ in range(2))
