@@ -27,8 +27,7 @@ class BatchingLog:
 
     def __call__(self, line: str) -> None:
         with self._condition:
-            if self._error is not None:
-                raise RuntimeError("the deployment log could not be stored") from self._error
+            self._raise_if_failed()
             self._pending.append(line)
             self._condition.notify_all()
 
@@ -38,8 +37,7 @@ class BatchingLog:
             self._condition.wait_for(
                 lambda: (not self._pending and not self._writing) or self._error is not None
             )
-            if self._error is not None:
-                raise RuntimeError("the deployment log could not be stored") from self._error
+            self._raise_if_failed()
 
     def take_unstored(self) -> list[str]:
         """Wait for the batch being stored, then hand over the lines not stored yet, for the
@@ -47,8 +45,7 @@ class BatchingLog:
         before it together with it, in one transaction instead of two."""
         with self._condition:
             self._condition.wait_for(lambda: not self._writing or self._error is not None)
-            if self._error is not None:
-                raise RuntimeError("the deployment log could not be stored") from self._error
+            self._raise_if_failed()
             taken, self._pending = self._pending, []
             return taken
 
@@ -58,6 +55,11 @@ class BatchingLog:
         with self._condition:
             self._pending[:0] = lines
             self._condition.notify_all()
+
+    def _raise_if_failed(self) -> None:
+        """With the condition held: report a batch that could not be stored."""
+        if self._error is not None:
+            raise RuntimeError("the deployment log could not be stored") from self._error
 
     def close(self) -> None:
         try:
