@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -60,9 +60,24 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+# The advisory lock key under which one process at a time migrates a PostgreSQL database
+# (any 64-bit number unlikely to be used by anyone else on the same database).
+MIGRATION_LOCK_KEY = 0x646F636B79617264  # "dockyard"
+
+
 def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest version, once: on PostgreSQL, processes starting
+    together (an upgrade restarting api, workers and routers) take turns under an
+    advisory lock held until the transaction ends; the second finds the schema at head
+    and does nothing. Migrations only ever add, so processes of the previous version
+    keep working beside it until they are restarted in their turn (docs: a migration
+    adds tables and columns; what it removes goes one release later)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

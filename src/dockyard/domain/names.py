@@ -26,6 +26,3 @@ def app_name_problems(name: object) -> list[str]:
     if name in RESERVED_NAMES:
         problems.append("is reserved")
     return problems
-
-
-VARIABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")

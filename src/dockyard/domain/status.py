@@ -1,6 +1,6 @@
-"""The deployment status machine: exactly the strings and transitions of API.md.
+"""The deployment status machine: exactly the strings and transitions of docs/api.md.
 
-queued -> building -> pushing -> starting -> success | crashed-error | timeout-error
+queued -> building -> pushing -> starting -> success | crashed-error | timeout-error | hook-error
                    -> build-error
 any non-final state -> aborted
 """
@@ -15,16 +15,18 @@ SUCCESS = "success"
 BUILD_ERROR = "build-error"
 CRASHED_ERROR = "crashed-error"
 TIMEOUT_ERROR = "timeout-error"
+# The postdeploy hook failed (Scalingo's name): the new release never served.
+HOOK_ERROR = "hook-error"
 ABORTED = "aborted"
 
 ACTIVE = frozenset({BUILDING, PUSHING, STARTING})
-FINAL = frozenset({SUCCESS, BUILD_ERROR, CRASHED_ERROR, TIMEOUT_ERROR, ABORTED})
+FINAL = frozenset({SUCCESS, BUILD_ERROR, CRASHED_ERROR, TIMEOUT_ERROR, HOOK_ERROR, ABORTED})
 
 _ALLOWED: dict[str, frozenset[str]] = {
     QUEUED: frozenset({BUILDING, ABORTED}),
     BUILDING: frozenset({PUSHING, BUILD_ERROR, ABORTED}),
     PUSHING: frozenset({STARTING, BUILD_ERROR, ABORTED}),
-    STARTING: frozenset({SUCCESS, CRASHED_ERROR, TIMEOUT_ERROR, ABORTED}),
+    STARTING: frozenset({SUCCESS, CRASHED_ERROR, TIMEOUT_ERROR, HOOK_ERROR, ABORTED}),
 }
 
 

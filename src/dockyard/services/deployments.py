@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -12,12 +13,15 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from dockyard.backends.eventbus.base import EventBus
 from dockyard.db.engine import transaction
-from dockyard.db.models import App, Deployment, User
+from dockyard.db.models import App, Deployment, Source, User
 from dockyard.domain import status as st
+from dockyard.domain.records import DeploymentRecord, UserRecord
 from dockyard.errors import Conflict, NotFound, ValidationFailed
-from dockyard.services import events
-from dockyard.services.apps import get_app
+from dockyard.services import events, timeline
+from dockyard.services.access import Action, accessible_by, authorize
+from dockyard.services.apps import DELETING, app_environment
 from dockyard.services.clock import as_utc, new_id, now
+from dockyard.services.records import deployment_record, user_record
 from dockyard.services.sources import source_from_own_url
 
 log = logging.getLogger(__name__)
@@ -45,9 +49,15 @@ def parse_request(body: Any) -> DeploymentRequest:
         raise ValidationFailed({"source_url": ["must be an http:// or https:// URL"]})
     if len(url) > 4096:
         raise ValidationFailed({"source_url": ["must be at most 4096 characters"]})
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise ValidationFailed({"source_url": ["must not contain spaces or control characters"]})
     git_ref = fields.get("git_ref")
-    if git_ref is not None and (not isinstance(git_ref, str) or len(git_ref) > 255):
-        raise ValidationFailed({"git_ref": ["must be a string of at most 255 characters, or null"]})
+    if git_ref is not None and (
+        not isinstance(git_ref, str) or len(git_ref) > 255 or not git_ref.isprintable()
+    ):
+        raise ValidationFailed(
+            {"git_ref": ["must be a string of at most 255 printable characters, or null"]}
+        )
     return DeploymentRequest(source_url=url, git_ref=git_ref or None)
 
 
@@ -55,15 +65,17 @@ def create_deployment(
     *,
     db: sessionmaker[Session],
     bus: EventBus,
-    owner: User,
+    owner: UserRecord,
     app_name: str,
     request: DeploymentRequest,
     public_url: str,
-) -> Deployment:
+) -> DeploymentRecord:
     source = source_from_own_url(db=db, public_url=public_url, url=request.source_url)
     stamp = now()
     with transaction(db) as session:
-        app = get_app(session, owner=owner, name=app_name)
+        app = authorize(session, user=owner, app_name=app_name, action=Action.DEPLOY)
+        if app.status == DELETING:
+            raise Conflict("This app is being deleted: it takes no new deployment.")
         previous = session.scalar(
             select(Deployment.git_ref)
             .where(Deployment.app_id == app.id, Deployment.status == st.SUCCESS)
@@ -82,38 +94,136 @@ def create_deployment(
             created_at=stamp,
             cancel_requested=False,
         )
-        session.add(deployment)
-        # An UPDATE of the row, not read-modify-write: concurrent creations all count.
-        session.execute(
-            update(App)
-            .where(App.id == app.id)
-            .values(
-                deployment_count=App.deployment_count + 1,
-                deployments_version=App.deployments_version + 1,
+        _queue(session, deployment, owner)
+    _announce(bus, deployment)
+    return deployment_record(deployment)
+
+
+def create_rollback(
+    *,
+    db: sessionmaker[Session],
+    bus: EventBus,
+    owner: UserRecord,
+    app_name: str,
+    deployment_id: str | None,
+    release_kept: Callable[[str], bool],
+) -> DeploymentRecord:
+    """Queue a rollback: a new deployment that starts the release of ``deployment_id``
+    (the successful one before the serving one when None) again, without a build.
+
+    The target must have succeeded, not be the release serving now, and still be kept
+    (``release_kept(id)``; ``DOCKYARD_RELEASES_KEPT`` of them are)."""
+    stamp = now()
+    with transaction(db) as session:
+        app = authorize(session, user=owner, app_name=app_name, action=Action.DEPLOY)
+        successes = list(
+            session.scalars(
+                select(Deployment)
+                .where(Deployment.app_id == app.id, Deployment.status == st.SUCCESS)
+                .order_by(Deployment.created_at.desc(), Deployment.id.desc())
             )
         )
-        session.flush()
-        deployment.pusher = session.get(User, owner.id)  # type: ignore[assignment]
+        current = successes[0] if successes else None
+        target = _rollback_target(session, app.id, deployment_id, successes)
+        if not release_kept(target.id):
+            raise ValidationFailed(
+                {
+                    "deployment_id": [
+                        f"the release of deployment {target.id} is no longer kept on this "
+                        "server (only the most recent are): deploy its source again"
+                    ]
+                }
+            )
+        deployment = Deployment(
+            id=new_id(),
+            app_id=app.id,
+            pusher_id=owner.id,
+            status=st.QUEUED,
+            git_ref=target.git_ref,
+            previous_git_ref=current.git_ref if current is not None else None,
+            source_url="",  # nothing to fetch: the release is already built
+            source_id=None,
+            created_at=stamp,
+            cancel_requested=False,
+            rollback_of=target.id,
+        )
+        _queue(session, deployment, owner)
+    _announce(bus, deployment)
+    return deployment_record(deployment)
+
+
+def _rollback_target(
+    session: Session, app_id: str, deployment_id: str | None, successes: list[Deployment]
+) -> Deployment:
+    if deployment_id is None:
+        if len(successes) < 2:
+            raise ValidationFailed(
+                {
+                    "deployment_id": [
+                        "the app has no earlier successful release to roll back to"
+                    ]
+                }
+            )
+        return successes[1]
+    target = session.get(Deployment, deployment_id)
+    if target is None or target.app_id != app_id:
+        raise NotFound("deployment")
+    if target.status != st.SUCCESS:
+        raise ValidationFailed(
+            {
+                "deployment_id": [
+                    f"deployment {target.id} ended as {target.status}: only a successful "
+                    "release can be started again"
+                ]
+            }
+        )
+    if target is successes[0]:
+        raise ValidationFailed(
+            {"deployment_id": [f"the release of deployment {target.id} is the one serving now"]}
+        )
+    return target
+
+
+def _queue(session: Session, deployment: Deployment, owner: UserRecord) -> None:
+    """Add a queued deployment and count it in the app's listing, in the caller's
+    transaction."""
+    session.add(deployment)
+    # An UPDATE of the row, not read-modify-write: concurrent creations all count.
+    # Not for an app whose deletion began meanwhile (PostgreSQL re-reads the row).
+    counted = session.execute(  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+        update(App)
+        .where(App.id == deployment.app_id, App.status != DELETING)
+        .values(
+            deployment_count=App.deployment_count + 1,
+            deployments_version=App.deployments_version + 1,
+        )
+    ).rowcount
+    if not counted:
+        raise Conflict("This app is being deleted: it takes no new deployment.")
+    session.flush()
+    deployment.pusher = session.get(User, owner.id)  # type: ignore[assignment]
+
+
+def _announce(bus: EventBus, deployment: Deployment) -> None:
     # Persisted; only now may anyone see it. The stream renders the full object itself.
     bus.publish(
         events.channel_for(deployment.app_id), {"type": "new", "id": deployment.id, "seq": 0}
     )
-    return deployment
 
 
 @dataclass(frozen=True)
 class Page:
-    items: list[Deployment]
+    items: list[DeploymentRecord]
     page: int
     per_page: int
     total_count: int
 
 
 def list_deployments(
-    *, db: sessionmaker[Session], owner: User, app_name: str, page: int, per_page: int
+    *, db: sessionmaker[Session], owner: UserRecord, app_name: str, page: int, per_page: int
 ) -> Page:
     with transaction(db) as session:
-        app = get_app(session, owner=owner, name=app_name)
+        app = authorize(session, user=owner, app_name=app_name, action=Action.READ)
         total = app.deployment_count
         # The page's ids come from the index alone; only those rows are then read and
         # joined with their pusher (not every skipped row, on the last page of 10,000).
@@ -125,20 +235,26 @@ def list_deployments(
             .limit(per_page)
             .scalar_subquery()
         )
-        items = list(
-            session.scalars(
+        items = [
+            deployment_record(row)
+            for row in session.scalars(
                 select(Deployment)
                 .where(Deployment.id.in_(page_ids))
                 .order_by(Deployment.created_at.desc(), Deployment.id.desc())
             )
-        )
+        ]
     return Page(items=items, page=page, per_page=per_page, total_count=total)
 
 
 def get_deployment(
-    session: Session, *, owner: User, app_name: str, deployment_id: str
+    session: Session,
+    *,
+    owner: UserRecord,
+    app_name: str,
+    deployment_id: str,
+    action: Action = Action.READ,
 ) -> Deployment:
-    app = get_app(session, owner=owner, name=app_name)
+    app = authorize(session, user=owner, app_name=app_name, action=action)
     deployment = session.get(Deployment, deployment_id)
     if deployment is None or deployment.app_id != app.id:
         raise NotFound("deployment")
@@ -146,14 +262,16 @@ def get_deployment(
 
 
 def find_deployment(
-    *, db: sessionmaker[Session], owner: User, app_name: str, deployment_id: str
-) -> Deployment:
+    *, db: sessionmaker[Session], owner: UserRecord, app_name: str, deployment_id: str
+) -> DeploymentRecord:
     with transaction(db) as session:
-        return get_deployment(session, owner=owner, app_name=app_name, deployment_id=deployment_id)
+        return deployment_record(
+            get_deployment(session, owner=owner, app_name=app_name, deployment_id=deployment_id)
+        )
 
 
 def deployment_output(
-    *, db: sessionmaker[Session], owner: User, app_name: str, deployment_id: str
+    *, db: sessionmaker[Session], owner: UserRecord, app_name: str, deployment_id: str
 ) -> str:
     with transaction(db) as session:
         get_deployment(session, owner=owner, app_name=app_name, deployment_id=deployment_id)
@@ -185,6 +303,7 @@ def transition(
             deployment.finished_at = now()
             deployment.lease_owner = None
             deployment.lease_expires_at = None
+            timeline.deployment_ended(session, deployment=deployment)
         rows = events.append(
             session,
             deployment_id=deployment_id,
@@ -196,11 +315,20 @@ def transition(
 
 
 def cancel(
-    *, db: sessionmaker[Session], bus: EventBus, owner: User, app_name: str, deployment_id: str
-) -> Deployment:
+    *,
+    db: sessionmaker[Session],
+    bus: EventBus,
+    owner: UserRecord,
+    app_name: str,
+    deployment_id: str,
+) -> DeploymentRecord:
     with transaction(db) as session:
         deployment = get_deployment(
-            session, owner=owner, app_name=app_name, deployment_id=deployment_id
+            session,
+            owner=owner,
+            app_name=app_name,
+            deployment_id=deployment_id,
+            action=Action.DEPLOY,
         )
         if st.is_final(deployment.status):
             raise Conflict(
@@ -208,15 +336,16 @@ def cancel(
             )
         if deployment.status != st.QUEUED:
             deployment.cancel_requested = True
-            return deployment
+            return deployment_record(deployment)
     try:
-        return transition(
+        ended = transition(
             db=db,
             bus=bus,
             deployment_id=deployment_id,
             new_status=st.ABORTED,
             lines=("-----> Deployment cancelled before it started.",),
         )
+        return deployment_record(ended)
     except st.InvalidTransition:
         # A worker claimed it in between: ask the worker to stop it instead.
         with transaction(db) as session:
@@ -224,7 +353,36 @@ def cancel(
                 session, owner=owner, app_name=app_name, deployment_id=deployment_id
             )
             deployment.cancel_requested = True
-            return deployment
+            return deployment_record(deployment)
+
+
+def cancel_all(*, db: sessionmaker[Session], bus: EventBus, app_id: str, reason: str) -> int:
+    """End the app's queued deployments and ask its workers to stop the running ones;
+    the number still running (their workers end them within a poll, CancelCheck)."""
+    with transaction(db) as session:
+        active = list(
+            session.execute(
+                select(Deployment.id, Deployment.status).where(
+                    Deployment.app_id == app_id, Deployment.status.not_in(st.FINAL)
+                )
+            )
+        )
+    running = 0
+    for row in active:
+        if row.status == st.QUEUED:
+            try:
+                transition(
+                    db=db, bus=bus, deployment_id=row.id, new_status=st.ABORTED, lines=(reason,)
+                )
+                continue
+            except st.InvalidTransition:
+                pass  # a worker claimed it meanwhile: it is running now
+        with transaction(db) as session:
+            session.execute(
+                update(Deployment).where(Deployment.id == row.id).values(cancel_requested=True)
+            )
+        running += 1
+    return running
 
 
 def cancel_requested(*, db: sessionmaker[Session], deployment_id: str) -> bool:
@@ -238,7 +396,7 @@ def cancel_requested(*, db: sessionmaker[Session], deployment_id: str) -> bool:
 
 def claim_next(
     *, db: sessionmaker[Session], bus: EventBus, worker_id: str, lease_seconds: int
-) -> Deployment | None:
+) -> DeploymentRecord | None:
     """Take the oldest queued deployment of an app that has none active, as ``building``;
     ``None`` when there is none to take.
 
@@ -250,7 +408,7 @@ def claim_next(
     for _ in range(CLAIM_ATTEMPTS):
         claimed = _claim_oldest(db=db, bus=bus, worker_id=worker_id, lease_seconds=lease_seconds)
         if not isinstance(claimed, _LostRace):
-            return claimed
+            return None if claimed is None else deployment_record(claimed)
     return None
 
 
@@ -337,7 +495,7 @@ class ListingKey:
     version: int
 
 
-def listing_key(*, engine: Engine, owner: User, app_name: str) -> ListingKey:
+def listing_key(*, engine: Engine, owner: UserRecord, app_name: str) -> ListingKey:
     """What a cached page of the app's deployments must match to still be current.
 
     One indexed row read on a bare connection: this runs on every listing request, and an
@@ -345,7 +503,7 @@ def listing_key(*, engine: Engine, owner: User, app_name: str) -> ListingKey:
     with engine.connect() as connection:
         row = connection.execute(
             select(App.id, App.deployments_version).where(
-                App.name == app_name, App.owner_id == owner.id
+                App.name == app_name, accessible_by(owner.id)
             )
         ).first()
     if row is None:
@@ -364,7 +522,7 @@ def renew_leases(*, db: sessionmaker[Session], worker_id: str, lease_seconds: in
 
 def abort_orphans(
     *, db: sessionmaker[Session], bus: EventBus, everything: bool
-) -> list[Deployment]:
+) -> list[DeploymentRecord]:
     """End deployments whose worker is gone as ``aborted``, saying so in their log.
 
     ``everything`` is for a single-process server starting up: no other worker can exist,
@@ -383,7 +541,7 @@ def abort_orphans(
     for deployment_id in candidates:
         try:
             aborted.append(
-                transition(
+                transition_record(
                     db=db,
                     bus=bus,
                     deployment_id=deployment_id,
@@ -396,3 +554,81 @@ def abort_orphans(
         except st.InvalidTransition:
             continue
     return aborted
+
+
+def transition_record(**kwargs: Any) -> DeploymentRecord:
+    return deployment_record(transition(**kwargs))
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to build and start a claimed deployment."""
+
+    deployment_id: str
+    app_id: str
+    app_name: str
+    sandbox_uid: int
+    source_url: str
+    source_id: str | None
+    env: dict[str, str]
+    # The API process whose disk holds the uploaded source (sources.holder_url).
+    source_holder: str | None = None
+    # A rollback: the deployment whose release starts again, and what it was built with.
+    rollback_of: str | None = None
+    process_types: dict[str, str] | None = None
+    config_vars: dict[str, str] | None = None
+    # Who pushed it (addons a scalingo.json declares are provisioned as them), and whether
+    # the app has never had a successful deployment (they are provisioned at the first).
+    pusher: UserRecord | None = None
+    first: bool = False
+
+
+def load_job(*, db: sessionmaker[Session], deployment_id: str) -> Job:
+    with transaction(db) as session:
+        deployment = session.get(Deployment, deployment_id)
+        if deployment is None:
+            raise NotFound("deployment")
+        app = session.get(App, deployment.app_id)
+        if app is None:
+            raise NotFound("app")
+        target = session.get(Deployment, deployment.rollback_of) if deployment.rollback_of else None
+        return Job(
+            deployment_id=deployment.id,
+            app_id=app.id,
+            app_name=app.name,
+            sandbox_uid=app.sandbox_uid,
+            source_url=deployment.source_url,
+            source_id=deployment.source_id,
+            source_holder=(
+                session.scalar(select(Source.holder_url).where(Source.id == deployment.source_id))
+                if deployment.source_id is not None
+                else None
+            ),
+            env=app_environment(session, app_id=app.id),
+            rollback_of=deployment.rollback_of,
+            process_types=dict(target.process_types or {}) if target is not None else None,
+            config_vars=dict(target.config_vars or {}) if target is not None else None,
+            pusher=user_record(deployment.pusher),
+            first=not session.scalar(
+                select(
+                    exists().where(Deployment.app_id == app.id, Deployment.status == st.SUCCESS)
+                )
+            ),
+        )
+
+
+def replaced_releases(
+    *, db: sessionmaker[Session], app_id: str, current_id: str, kept: int
+) -> list[str]:
+    """The app's ended deployments whose release files may go: all but ``current_id`` and
+    the ``kept - 1`` successful ones before it (the release it replaced is still stopping,
+    and is the one to go back to)."""
+    with transaction(db) as session:
+        rows = session.execute(
+            select(Deployment.id, Deployment.status)
+            .where(Deployment.app_id == app_id, Deployment.id != current_id)
+            .order_by(Deployment.created_at.desc())
+        ).all()
+    previous = {row.id for row in rows if row.status == st.SUCCESS}
+    still_kept = set([row.id for row in rows if row.id in previous][: kept - 1])
+    return [row.id for row in rows if row.id not in still_kept and row.status in st.FINAL]

@@ -22,6 +22,8 @@ LOG = "log"
 STATUS = "status"
 # Published for the platform's own listeners, never sent to a stream's clients.
 APP_DELETED = "_app_deleted"
+# Who may see the app, or its name, changed (a collaborator removed, a rename).
+ACCESS_CHANGED = "_access_changed"
 # A longer build line is cut here (everywhere, so output and stream stay identical). The
 # PostgreSQL bus no longer needs it (it splits what a NOTIFY cannot carry), but it keeps
 # one line of a runaway build from weighing megabytes in the log and every stream.

@@ -1,22 +1,32 @@
-"""Blob store interface: sources and slugs, written once, read as files."""
+"""Blob store interface: sources and slugs, written once, read as files.
+
+Every implementation passes tests/contract/test_blobstore_contract.py.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 
 class BlobExists(Exception):
     """A write-once blob already exists."""
 
 
-class PendingBlob(ABC):
-    """A blob being written: invisible to readers until ``commit``; ``discard`` drops it."""
+def check_key(key: str) -> None:
+    """Refuse a key that could leave the store's root (keys are built by dockyard from
+    UUIDs, so this only ever catches a bug)."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in {"", ".", ".."} for p in parts):
+        raise ValueError(f"invalid blob key {key!r}")
 
-    file: BinaryIO
-    size: int
+
+class PendingBlob(ABC):
+    """A blob being written: invisible to readers until ``commit``; ``discard`` drops it.
+    After either, writing raises ``ValueError``."""
+
+    size: int  # bytes written so far
 
     @abstractmethod
     def write(self, chunk: bytes) -> None:
@@ -36,18 +46,20 @@ class PendingBlob(ABC):
 
 
 class BlobStore(ABC):
+    """Keys are relative paths built by dockyard (``sources/<uuid>.tar.gz``); a key that
+    is empty, absolute or has ``.``/``..`` parts raises ``ValueError``."""
+
     @abstractmethod
-    def begin(self, key: str) -> PendingBlob: ...
+    def begin(self, key: str) -> PendingBlob:
+        """Start writing the blob ``key`` (see ``PendingBlob``)."""
 
     @abstractmethod
     def local_path(self, key: str) -> Path:
-        """A file path to read the blob from; ``FileNotFoundError`` when missing."""
+        """A file path to read the blob from (the build reads archives, the API serves
+        them as files); ``FileNotFoundError`` when missing."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
-
-    @abstractmethod
-    def size(self, key: str) -> int: ...
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -56,3 +68,8 @@ class BlobStore(ABC):
     @abstractmethod
     def put_file(self, key: str, path: Path) -> None:
         """Move a finished local file into the store (replacing any previous blob)."""
+
+    @abstractmethod
+    def sweep_partials(self) -> None:
+        """Drop what writers that never committed nor discarded left behind (a crash, a
+        killed server). Called at startup, when no upload is under way."""

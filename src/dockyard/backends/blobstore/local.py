@@ -10,17 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard.backends.blobstore.base import BlobExists, BlobStore, PendingBlob
+from dockyard.backends.blobstore.base import BlobExists, BlobStore, PendingBlob, check_key
 
 # writev takes at most this many pieces (sysconf may say -1: no limit known).
 _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if "SC_IOV_MAX" in os.sysconf_names else 1024
-
-
-def _check_key(key: str) -> None:
-    # Keys are built by dockyard from UUIDs; refuse anything that could leave the root.
-    parts = key.split("/")
-    if not key or key.startswith("/") or any(p in {"", ".", ".."} for p in parts):
-        raise ValueError(f"invalid blob key {key!r}")
 
 
 class _LocalPending(PendingBlob):
@@ -58,6 +51,8 @@ class _LocalPending(PendingBlob):
 
     def commit(self) -> None:
         with self._lock:
+            if self._closed:
+                raise ValueError("commit of a blob that was committed or discarded")
             self._closed = True
             self.file.close()
         try:
@@ -84,7 +79,7 @@ class LocalBlobStore(BlobStore):
         os.chmod(root, 0o700)
 
     def _path(self, key: str) -> Path:
-        _check_key(key)
+        check_key(key)
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
@@ -100,9 +95,6 @@ class LocalBlobStore(BlobStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
-
-    def size(self, key: str) -> int:
-        return self.local_path(key).stat().st_size
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

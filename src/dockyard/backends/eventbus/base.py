@@ -4,6 +4,8 @@ Events are published after they are stored, from any thread; subscribers live on
 server's event loop. A subscriber that falls too far behind is marked ``overflowed`` and
 gets no more events (its stream is then closed), so one slow client never slows a build
 or the other clients.
+
+Every implementation passes tests/contract/test_eventbus_contract.py.
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ class EventBus(ABC):
         """Deliver ``events`` in order, as one batch; thread-safe, never blocks long."""
 
     @abstractmethod
-    def subscribe(self, channel: str) -> Subscription:
-        """Start receiving events of ``channel``; call on the event loop."""
+    def subscribe(self, channel: str, *, backlog: int = SUBSCRIBER_BACKLOG) -> Subscription:
+        """Start receiving events of ``channel``; call on the event loop. Past ``backlog``
+        unread events the subscription overflows (see ``Subscription``)."""
 
     @abstractmethod
     def unsubscribe(self, subscription: Subscription) -> None: ...

@@ -8,7 +8,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 
-from dockyard.backends.eventbus.base import Event, EventBus, Subscription
+from dockyard.backends.eventbus.base import SUBSCRIBER_BACKLOG, Event, EventBus, Subscription
 
 
 class LocalFanout:
@@ -64,8 +64,8 @@ class FanoutBus(EventBus):
         super().__init__()
         self.fanout = LocalFanout()
 
-    def subscribe(self, channel: str) -> Subscription:
-        subscription = Subscription(self, channel)
+    def subscribe(self, channel: str, *, backlog: int = SUBSCRIBER_BACKLOG) -> Subscription:
+        subscription = Subscription(self, channel, backlog)
         self.fanout.add(subscription)
         return subscription
 
