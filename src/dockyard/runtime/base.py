@@ -9,13 +9,16 @@ A runtime knows nothing of releases, routing or restarts: that is the supervisor
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dockyard import sandbox
+from dockyard.domain.formation import Formation, Scale
+from dockyard.routetable import Backend
 
 APP_DIR = "/app"
 # The release is mounted read-only (a per-process copy is too slow to start), so HOME and
@@ -49,6 +52,10 @@ class ProcessSpec:
     host_uid: int
     limits: sandbox.Limits
     log_path: Path  # host path where stdout and stderr are appended (see logfile.py)
+    size: str = "M"  # the formation's size name, whose memory limit ``limits`` holds
+    # A one-off attached to a user's terminal: its stdin, stdout and stderr are a fresh
+    # pseudo-terminal (``ProcessHandle.terminal``) instead of the log file.
+    terminal: bool = False
 
     @property
     def name(self) -> str:
@@ -73,6 +80,9 @@ class ProcessHandle:
     host: str
     port: int | None
     state: dict[str, Any]
+    # The pseudo-terminal's master side when ``spec.terminal``; the caller reads and
+    # writes it, and closes it once done (``stop`` does not).
+    terminal: int | None = None
 
 
 def process_env(spec: ProcessSpec, port: int | None) -> dict[str, str]:
@@ -111,6 +121,15 @@ def launch_argv(command: str) -> list[str]:
 class Runtime(ABC):
     """Starts, watches and stops single processes. Implementations are thread-safe."""
 
+    # Called (from any thread) when a started process may have exited, so whoever polls
+    # looks now instead of at its next pass. Runtimes that cannot tell never call it.
+    exit_listener: Callable[[], None] | None = None
+
+    def _exited(self) -> None:
+        listener = self.exit_listener
+        if listener is not None:
+            listener()
+
     @abstractmethod
     def start(self, spec: ProcessSpec) -> ProcessHandle:
         """Start the process and return at once (booting is checked by the caller).
@@ -127,6 +146,16 @@ class Runtime(ABC):
         """SIGTERM, up to ``grace`` seconds, then SIGKILL; releases everything the process
         held. Idempotent, and also the way to clean up after a process that exited."""
 
+    def exit_reason(self, handle: ProcessHandle, status: int) -> str:
+        """Why a process that exited with ``status`` ended, in words that follow its name
+        (``web-1 exited with status 3``). A runtime that can tell more says so: "was
+        killed: it used more than its 512 MiB memory limit"."""
+        return f"exited with status {status}"
+
+    def forget_app(self, host_uid: int) -> None:  # noqa: B027 - most runtimes hold nothing more
+        """Release what the runtime holds for an app beyond its processes (its network
+        namespace and cgroups on the local runtime), once none of them runs any more."""
+
     @abstractmethod
     def load(self, spec: ProcessSpec, state: Mapping[str, Any]) -> ProcessHandle | None:
         """Re-attach to a process started by an earlier server from its persisted
@@ -134,3 +163,121 @@ class Runtime(ABC):
 
         ``spec`` is rebuilt by the caller because ``state`` never holds the app's
         variables: they stay in the database once, not copied into runtime state."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What ``observe`` reports of one instance."""
+
+    name: str  # web-2
+    process_type: str
+    index: int
+    command: str
+    size: str
+    state: str  # starting, running, crashed, stopped
+    release_id: str
+    started_at: float | None  # a Unix time; None when not running
+    endpoint: Backend | None  # web instances that accept connections
+
+
+class ReleaseArtifacts(Protocol):
+    """What a runtime that runs images needs made of a release at the ``pushing`` step
+    (the docker runtime's ``ReleaseImages``); the local runtime runs the directory itself."""
+
+    def publish(
+        self,
+        *,
+        app: str,
+        release_id: str,
+        release_dir: Path,
+        process_types: Mapping[str, str],
+        dependencies: Sequence[str] = (),
+    ) -> int:
+        """Make and store the release's artifact; its size in bytes. ``dependencies`` are
+        the release's directories its buildpacks keep from build to build (``keep``):
+        unchanged since an earlier release, they need not be stored again."""
+        ...
+
+    def remove(self, *, app: str, release_id: str) -> None: ...
+
+
+class AppProcesses(Protocol):
+    """What the services ask of the apps' running processes, whichever runtime runs them
+    (``dockyard.runtime.supervisor.Supervisor`` over the local and docker runtimes,
+    ``dockyard.runtime.swarm.apps.SwarmApps`` on Docker Swarm)."""
+
+    def stop_app(self, app: str) -> None: ...
+    def start_app(self, app: str) -> None: ...
+    def restart_app(
+        self, app: str, scope: Iterable[str] = (), env: Mapping[str, str] | None = None
+    ) -> list[str]: ...
+    def scale(
+        self, app: str, formation: Formation, env: Mapping[str, str] | None = None
+    ) -> None: ...
+    def observe(self, app: str) -> list[Instance]: ...
+    def converged(self, app: str) -> bool: ...
+    def remove_app(self, app: str) -> None: ...
+    def rename_app(self, old: str, new: str) -> None: ...
+    def status(self, app: str) -> str: ...
+    def app_logs(
+        self, app: str, *, lines: int, only: Callable[[str], bool] | None = None
+    ) -> list[str]: ...
+    def follow_logs(
+        self,
+        app: str,
+        *,
+        stop: threading.Event,
+        lines: int = 0,
+        interval: float = 0.2,
+        only: Callable[[str], bool] | None = None,
+    ) -> Iterator[str]: ...
+
+
+@dataclass
+class Launch:
+    """A release whose instances were started and are booting, not yet serving."""
+
+    app: str
+    release_id: str
+    release_dir: Path
+    process_types: dict[str, str]
+    formation: dict[str, Scale]
+    env: dict[str, str] = field(repr=False)
+    started: list[ProcessHandle] = field(default_factory=list)
+
+
+class AppRuntime(AppProcesses, Protocol):
+    """What runs apps for a server: the services' ``AppProcesses``, plus the deployment's
+    steps (``launch`` a release beside the current one, then ``complete`` the switch or
+    ``abandon`` it) and the server's own life (``restore``, ``run``, ``shutdown``).
+
+    The ``Supervisor`` reconciles instances itself; ``SwarmApps`` lets Swarm do it."""
+
+    def launch(
+        self,
+        app: str,
+        release_id: str,
+        release_dir: Path,
+        process_types: Mapping[str, str],
+        env: Mapping[str, str],
+        *,
+        log: Callable[[str], None],
+        formation: Formation | None = None,
+    ) -> Launch: ...
+    def complete(
+        self,
+        launch: Launch,
+        *,
+        log: Callable[[str], None],
+        cancelled: Callable[[], bool] = ...,
+    ) -> None: ...
+    def abandon(
+        self, launch: Launch, *, log: Callable[[str], None], explain: bool = True
+    ) -> None: ...
+    def retiring_releases(self, app: str) -> set[str]: ...
+    def wait_release_stopped(self, app: str, release_id: str, timeout: float) -> bool: ...
+    def restore(self, env_for: Callable[[str], Mapping[str, str]]) -> None: ...
+    def run(self, stop_event: threading.Event) -> None: ...
+    def shutdown(self) -> None: ...
+    def on_remove(self, listener: Callable[[str], None]) -> None: ...
+    def hand_over(self, app: str) -> None: ...

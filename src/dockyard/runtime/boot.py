@@ -34,12 +34,14 @@ def wait_for_boot(
     timeout: float,
     cancelled: Callable[[], bool] = lambda: False,
     interval: float = POLL_INTERVAL,
+    shown_timeout: float | None = None,
 ) -> None:
     """Return once the web process accepts a connection on its port.
 
     Raises ``BootError(timed_out=False)`` when it exits first, ``BootError(timed_out=True)``
     after ``timeout`` seconds (the process is stopped then), and ``BootCancelled`` when
     ``cancelled()`` becomes true. The caller puts ``tail_log`` of it into the deploy log.
+    ``shown_timeout`` is the limit the message names, when ``timeout`` is what remains of it.
     """
     if handle.port is None:
         raise ValueError(f"{handle.spec.name} has no port to check")
@@ -48,7 +50,8 @@ def wait_for_boot(
         status = runtime.poll(handle)
         if status is not None:
             raise BootError(
-                f"The {handle.spec.name} process exited with status {status} while booting.",
+                f"The {handle.spec.name} process {runtime.exit_reason(handle, status)} "
+                "while booting.",
                 timed_out=False,
             )
         remaining = deadline - time.monotonic()
@@ -63,7 +66,7 @@ def wait_for_boot(
             runtime.stop(handle, grace=0)
             raise BootError(
                 f"The {handle.spec.name} process did not accept connections on $PORT "
-                f"within {timeout:g} seconds.",
+                f"within {timeout if shown_timeout is None else shown_timeout:g} seconds.",
                 timed_out=True,
             )
         time.sleep(interval)

@@ -11,6 +11,10 @@ runs unchanged against it. How a process behaves is chosen per command with
 
 Processes live in the ``FakeRuntime`` object, not with a server: sharing one between two
 supervisors models a server restart with processes that survived it (``load`` works).
+
+It passes the same contract suite as the real runtimes (tests/contract/
+test_runtime_contract.py), where ``Behaviour`` is also how the real ones are told what
+their test app does: what a fake process does, a real one does too.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from dockyard.errors import BootError
 from dockyard.runtime.base import ProcessHandle, ProcessSpec, Runtime, process_env
 from dockyard.runtime.logfile import LogFile
+
+# Exit statuses as a runtime reports them (a shell's convention: 128 + the signal).
+KILLED = 128 + 9
+TERMINATED = 128 + 15
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,10 @@ class Behaviour:
     exit_status: int = 1
     fails_to_start: bool = False  # start() raises BootError, like a missing sandbox
     output: tuple[str, ...] = ()  # lines written to the log at start
+    echo_env: tuple[str, ...] = ()  # then ``NAME=value`` for each of these variables
+    # On SIGTERM: die of it (TERMINATED), exit cleanly (0), or ignore it (killed after
+    # the stop's grace period).
+    on_sigterm: Literal["dies", "exits", "ignores"] = "dies"
 
 
 BOOTS = Behaviour()
@@ -56,8 +68,9 @@ class _FakeProcess:
     behaviour: Behaviour
     started: float
     env: dict[str, str]
-    listener: socket.socket | None = None
+    socket_: socket.socket | None = None  # bound from the start; listening once it "binds"
     status: int | None = None
+    killed_for_memory: bool = False
     timer: threading.Timer | None = field(default=None, repr=False)
 
 
@@ -78,21 +91,28 @@ class FakeRuntime(Runtime):
         behaviour = self.behaviours.get(spec.command, self.default)
         if behaviour.fails_to_start:
             raise BootError(f"The {spec.name} process could not be started.", timed_out=False)
-        port = _free_port() if spec.is_web else None
+        # The port is held from the start (bound, not yet listening, so connections are
+        # refused until the process "binds"): a port only probed free and bound later
+        # can meanwhile become some connection's local port, and the bind then fails.
+        socket_ = _bound_socket() if spec.is_web else None
+        port = socket_.getsockname()[1] if socket_ is not None else None
+        env = process_env(spec, port)
         log = LogFile(spec.log_path)
         try:
             for line in behaviour.output:
                 log.write(line)
+            for name in behaviour.echo_env:
+                log.write(f"{name}={env.get(name, '')}")
         finally:
             log.close()
         with self._lock:
             process = _FakeProcess(
-                next(self._ids), spec, behaviour, time.monotonic(), process_env(spec, port)
+                next(self._ids), spec, behaviour, time.monotonic(), env, socket_=socket_
             )
             self._processes[process.id] = process
             self.events.append(("start", spec.container, spec.release_id))
-        if port is not None and behaviour.bind_after is not None:
-            process.timer = threading.Timer(behaviour.bind_after, self._bind, (process, port))
+        if socket_ is not None and behaviour.bind_after is not None:
+            process.timer = threading.Timer(behaviour.bind_after, self._listen, (process,))
             process.timer.daemon = True
             process.timer.start()
         return ProcessHandle(spec, "127.0.0.1", port, {"runtime": "fake", "id": process.id})
@@ -111,24 +131,40 @@ class FakeRuntime(Runtime):
         with self._lock:
             self.events.append(("stop", handle.spec.container, handle.spec.release_id))
             self.stop_graces.append(grace)
+            running = process.status is None
+            on_sigterm = process.behaviour.on_sigterm
+        if running and grace > 0 and on_sigterm == "ignores":
+            time.sleep(grace)  # a real runtime waits out the grace period too
+        with self._lock:
             if process.status is None:
-                self._end(process, -15)
+                if grace <= 0 or on_sigterm == "ignores":
+                    self._end(process, KILLED)
+                else:
+                    self._end(process, 0 if on_sigterm == "exits" else TERMINATED)
+
+    def exit_reason(self, handle: ProcessHandle, status: int) -> str:
+        if self._process(handle).killed_for_memory:
+            return "was killed: it used more than its memory limit"
+        return super().exit_reason(handle, status)
 
     def load(self, spec: ProcessSpec, state: Mapping[str, Any]) -> ProcessHandle | None:
         with self._lock:
             process = self._processes.get(int(state.get("id", 0)))
             if process is None or process.status is not None:
                 return None
-            port = process.listener.getsockname()[1] if process.listener else None
+            port = process.socket_.getsockname()[1] if process.socket_ else None
         return ProcessHandle(spec, "127.0.0.1", port, dict(state))
 
     # -- test controls ------------------------------------------------------------------
 
-    def crash(self, handle: ProcessHandle, status: int = 137) -> None:
-        """Make a running process exit, as if killed or crashed."""
+    def crash(
+        self, handle: ProcessHandle, status: int = KILLED, *, out_of_memory: bool = False
+    ) -> None:
+        """Make a running process exit, as if killed (for memory, too) or crashed."""
         process = self._process(handle)
         with self._lock:
             if process.status is None:
+                process.killed_for_memory = out_of_memory
                 self._end(process, status)
 
     def env_of(self, handle: ProcessHandle) -> dict[str, str]:
@@ -151,28 +187,26 @@ class FakeRuntime(Runtime):
         with self._lock:
             return self._processes[int(handle.state["id"])]
 
-    def _bind(self, process: _FakeProcess, port: int) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    def _listen(self, process: _FakeProcess) -> None:
         with self._lock:
-            if process.status is not None:
-                listener.close()
-                return
-            listener.bind(("127.0.0.1", port))
-            listener.listen(16)  # the kernel completes handshakes: nobody needs to accept
-            process.listener = listener
+            if process.status is None and process.socket_ is not None:
+                process.socket_.listen(16)  # the kernel completes handshakes: nobody accepts
 
     def _end(self, process: _FakeProcess, status: int) -> None:
         process.status = status
+        self._exited()
         if process.timer is not None:
             process.timer.cancel()
-        if process.listener is not None:
-            process.listener.close()
-            process.listener = None
+        if process.socket_ is not None:
+            process.socket_.close()
+            process.socket_ = None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def _bound_socket() -> socket.socket:
+    bound = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        bound.bind(("127.0.0.1", 0))
+    except OSError:
+        bound.close()
+        raise
+    return bound
