@@ -5,6 +5,6 @@
 
 from dockyard.router.limits import Limits
 from dockyard.router.proxy import Router
-from dockyard.router.table import Backend, RouteTable
+from dockyard.routetable import Backend, RouteTable
 
 __all__ = ["Backend", "Limits", "RouteTable", "Router"]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import cast
 
 from dockyard.router import pages
+from dockyard.router.accesslog import AccessLog
 from dockyard.router.framing import BodyFramer, ChunkedBody, LengthBody
 from dockyard.router.hosts import app_from_host
 from dockyard.router.http1 import (
@@ -32,9 +33,9 @@ from dockyard.router.http1 import (
     with_connection_close,
 )
 from dockyard.router.limits import Limits
-from dockyard.router.table import Backend, RouteTable
 from dockyard.router.upstream import Upstream
 from dockyard.router.watchdog import Watchdog
+from dockyard.routetable import Backend, RouteTable
 
 _HEAD_END = b"\r\n\r\n"
 
@@ -60,10 +61,26 @@ _UPSTREAM_FULL = 4  # the backend is not reading the body as fast as the client 
 class Site:
     """What every connection of one router shares."""
 
-    def __init__(self, table: RouteTable, apps_domain: str, limits: Limits) -> None:
+    def __init__(
+        self,
+        table: RouteTable,
+        apps_domain: str,
+        limits: Limits,
+        *,
+        redirect_https: bool = True,
+        forwarded_proto: bytes = b"http",
+        forwarded_port: bytes | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.table = table
+        self.access_log = access_log
         self.apps_domain = apps_domain
         self.limits = limits
+        # Behind Caddy (router/caddy.py) the visitor's scheme and port are Caddy's, and
+        # Caddy does the force-HTTPS redirects itself.
+        self.redirect_https = redirect_https
+        self.forwarded_proto = forwarded_proto
+        self.forwarded_port = forwarded_port
         self.closing = False  # the router is shutting down: finish, then close
         self.connections: set[ClientConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # backend connects under way
@@ -94,10 +111,13 @@ class ClientConnection(asyncio.Protocol):
         self._port = b"80"
         self._req: RequestHead | None = None
         self._app = ""
+        self._started = 0.0  # when the current request's head was read (access log)
+        self._status = 0  # the status answered to it
         self._head = b""  # the forwarded head, kept to resend on a stale backend connection
         self._body: BodyFramer | None = None  # request body still arriving from the client
         self._reused = False
         self._retried = False
+        self._retried_elsewhere = False  # a refused connection was tried on another instance
         self._keep = False
         self._answered = False  # a response head went out for the current request
         self._eof = False
@@ -277,13 +297,22 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         self._req = req
+        self._app = ""
+        self._started = self.loop.time()
+        self._status = 0
         self._answered = False
         self._retried = False
+        self._retried_elsewhere = False
         self.deadline = math.inf
-        app = app_from_host(req.host, self.site.apps_domain)
+        table = self.site.table
+        app = app_from_host(req.host, self.site.apps_domain) or table.app_for_host(_shown_host(req))
         if app is None:
             shown = _shown_host(req)
             self._page(req, lambda k, h: pages.not_found(app_host=shown, keep_alive=k, head_only=h))
+            return
+        if self.site.redirect_https and table.forces_https(app):
+            shown, target = _shown_host(req), req.target.decode("latin-1")
+            self._page(req, lambda k, h: pages.to_https(shown, target, keep_alive=k, head_only=h))
             return
         self._app = app
         self._route(req, app)
@@ -300,8 +329,17 @@ class ClientConnection(asyncio.Protocol):
             return
         if not self._head:
             close = not req.keep_alive or self.site.closing
-            self._head = forward_head(req, client_ip=self._client_ip, port=self._port, close=close)
+            site = self.site
+            self._head = forward_head(
+                req,
+                client_ip=self._client_ip,
+                port=site.forwarded_port or self._port,
+                close=close,
+                proto=site.forwarded_proto,
+            )
         up = self.upstream
+        if up is not None and up.backend != backend and up.backend in self.site.table.backends(app):
+            backend = up.backend  # still in the rotation: keep the open connection
         if up is not None and up.usable_for(backend):
             self._send(up, reused=True)
             return
@@ -314,7 +352,9 @@ class ClientConnection(asyncio.Protocol):
         # one (or whose body is still arriving) ends the connection after the page.
         keep = req.keep_alive and not req.has_body and not self.site.closing and not self._eof
         self._answered = True
-        self.write(build(keep, req.method == b"HEAD"))
+        page = build(keep, req.method == b"HEAD")
+        self._status = int(page[9:12])  # "HTTP/1.1 404 ..."
+        self.write(page)
         self._finish(keep)
 
     # -- talking to the backend -----------------------------------------------------------
@@ -334,9 +374,17 @@ class ClientConnection(asyncio.Protocol):
                     lambda: Upstream(self, backend, limit), backend.host, backend.port
                 )
         except (OSError, TimeoutError):
-            if self._state == _EXCHANGE:
-                self._resume(_CONNECTING)
-                self._not_answering()
+            if self._state != _EXCHANGE:
+                return
+            self._resume(_CONNECTING)
+            # An instance that just died is still in the rotation for a moment: a request
+            # whose body has not started is tried once on another instance.
+            other = None if self._retried_elsewhere else self._other_backend(backend)
+            if other is not None:
+                self._retried_elsewhere = True
+                self._connect(other)
+                return
+            self._not_answering()
             return
         if self._state != _EXCHANGE:
             up.close()  # the client left while we were connecting
@@ -392,6 +440,7 @@ class ClientConnection(asyncio.Protocol):
         req = self._req
         assert req is not None
         self._answered = True
+        self._status = resp.status
         self._keep = (
             req.keep_alive
             and not resp.close
@@ -442,6 +491,10 @@ class ClientConnection(asyncio.Protocol):
         if up is self.upstream:
             self.upstream = None
 
+    def _other_backend(self, failed: Backend) -> Backend | None:
+        other = self.site.table.lookup(self._app, avoid=failed)
+        return None if other is None or other == failed else other
+
     def _not_answering(self) -> None:
         req = self._req
         assert req is not None
@@ -450,6 +503,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _finish(self, keep: bool) -> None:
         """The exchange is over: wait for the next request, or close."""
+        self._log_request()
         self._req = None
         self._head = b""
         self._state = _IDLE  # nothing in flight, so closing leaves the backend in peace
@@ -461,6 +515,19 @@ class ClientConnection(asyncio.Protocol):
         if self._buf and not self._looping:
             self._next_requests()
 
+    def _log_request(self) -> None:
+        access_log, req = self.site.access_log, self._req
+        if access_log is not None and req is not None and self._app and self._status:
+            access_log.record(
+                self._app,
+                req.method,
+                req.target,
+                req.host,
+                self._client_ip,
+                self._status,
+                self.loop.time() - self._started,
+            )
+
     # -- WebSocket and other protocol switches -------------------------------------------
 
     def switch_protocols(self, up: Upstream, head: bytes, rest: bytes) -> None:
@@ -470,6 +537,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self._state = _TUNNEL
         self._answered = True
+        self._status = 101
+        self._log_request()
         self._enter(_PHASE_TRANSFER, self.limits.tunnel_idle_timeout)
         self.write(head + rest)
         pending = self._buf

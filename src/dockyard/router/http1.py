@@ -1,12 +1,20 @@
-"""HTTP/1.1 message heads: strict parsing of requests, framing-only parsing of responses.
+"""HTTP/1.1 message heads, parsed by llhttp (httptools), with dockyard's rules on top.
+
+The router finds where a head ends itself (client.py, upstream.py: CRLF CRLF, within the
+size limit) and hands the whole head to a fresh llhttp parser, which checks the syntax:
+token names, no whitespace before a colon, no folded lines, no bare CR or LF, a valid
+method, URL and status, one well-formed Content-Length, a Transfer-Encoding that ends in
+chunked and never next to a Content-Length. The rules below are dockyard's own: HTTP/1.0
+or 1.1 only, exactly one Host, hop-by-hop headers dropped, the forwarding headers set.
 
 Requests come from the internet, so their heads are checked the way request smuggling
-needs: one Content-Length or one chunked Transfer-Encoding (never both), no folded lines,
-no bare CR or LF, no whitespace before a colon. The backend then receives a head rebuilt
-from validated lines, so it can never disagree with the router on where a body ends.
+needs, and the backend receives a head rebuilt from the validated fields: it can never
+disagree with the router on where a body ends. Responses come from the app; the router
+only reads what it needs to find where each one ends (status, Content-Length,
+Transfer-Encoding, Connection) and forwards the head as the app sent it.
 
-Responses come from the app; the router only reads what it needs to find where each one
-ends (status, Content-Length, Transfer-Encoding, Connection) and forwards the head as is.
+Bodies are not llhttp's job here: the router forwards them byte for byte as they stream
+past (framing.py), and llhttp cannot say where in a piece of data a message ended.
 """
 
 from __future__ import annotations
@@ -17,17 +25,16 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP/1\.[01])")
+import httptools
+
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Control characters other than horizontal tab; CR and LF are among them, so a value that
 # passes cannot end a line early for a more lenient parser downstream.
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
-_STATUS = re.compile(rb"[0-9]{3}(?: |\r\n)")
-# Only the headers that decide where a response ends (matched in the lowercased head).
-_FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|connection):[ \t]*([^\r\n]*)")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _HEX = re.compile(rb"[0-9a-fA-F]{1,15}")
+_VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
+_EMPTY_LINE = b"\r\n"  # RFC 9112 2.2: empty lines before a request are ignored
 
 # Hop-by-hop headers belong to one connection and are never forwarded (RFC 9110 7.6.1);
 # the forwarding headers are set by the router itself because it is the front door.
@@ -92,27 +99,30 @@ class ResponseHead:
 
 def parse_request(raw: bytes) -> RequestHead:
     """Parse a request head ending in CRLF CRLF (as read off the socket)."""
-    raw = raw.lstrip(b"\r\n")  # RFC 9112 2.2: ignore empty lines before a request
-    line_end = raw.find(b"\r\n")
-    match = _REQUEST_LINE.fullmatch(raw, 0, line_end)
-    if match is None:
+    scan = _RequestScan()
+    parser = httptools.HttpRequestParser(scan)
+    try:
+        parser.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        pass  # Upgrade or CONNECT: the head is complete, what follows is not HTTP
+    except httptools.HttpParserError as exc:
+        raise BadMessage(_reason(exc)) from None
+    version = _VERSIONS.get(parser.get_http_version())
+    if version is None:
+        raise BadMessage("the HTTP version is not 1.0 or 1.1")
+    method = parser.get_method()
+    # llhttp lets extra spaces pass between the parts of the request line; a parser
+    # downstream could read such a line differently, so only the plain form is taken.
+    request_line = method + b" " + scan.target + b" " + version + b"\r\n"
+    start = len(raw) - len(raw.lstrip(b"\r\n")) if raw[0] in _EMPTY_LINE else 0
+    if not raw.startswith(request_line, start):
         raise BadMessage("the request line is malformed")
-    # One C-level match checks every header line (token name, colon, no control
-    # characters, CRLF endings), so the loop below only has to sort them.
-    if _HEADER_LINES.fullmatch(raw, line_end + 2, len(raw) - 2) is None:
-        raise BadMessage("a header line is malformed")
-    method, target, version = match.groups()
-    scan = _HeaderScan()
-    kept = scan.kept
-    for line in raw[line_end + 2 : -4].split(b"\r\n"):
-        name = line[: line.index(b":")].lower()
-        if name in _NOTED:
-            scan.note(name, line)
-        else:
-            kept.append(line)
+    if scan.hosts > 1:
+        raise BadMessage("there is more than one Host header")
     if not scan.host:
         raise BadMessage("there is no Host header")
     content_length, chunked = _request_framing(scan.lengths, scan.codings)
+    kept = scan.kept
     connection = scan.connection
     if connection and (extra := set(connection) - {b"close", b"keep-alive", b"upgrade", b""}):
         # Headers the client named in Connection are hop-by-hop too (RFC 9110 7.6.1).
@@ -120,7 +130,7 @@ def parse_request(raw: bytes) -> RequestHead:
     upgrade = scan.upgrade if b"upgrade" in connection else None
     return RequestHead(
         method=method,
-        target=target,
+        target=scan.target,
         version=version,
         lines=kept,
         host=scan.host.decode("latin-1"),
@@ -133,8 +143,15 @@ def parse_request(raw: bytes) -> RequestHead:
     )
 
 
-class _HeaderScan:
-    """What a request's framing, routing and forwarding headers say, in one pass."""
+def _reason(exc: Exception) -> str:
+    """llhttp's reason, as the end of a sentence ("Invalid header token" → "invalid ...")."""
+    text = str(exc).replace("`", "") or "the head is malformed"
+    return text[0].lower() + text[1:]
+
+
+class _RequestScan:
+    """llhttp's callbacks for a request head: what its framing, routing and forwarding
+    headers say, sorted in one pass; every other header is kept to forward as it came."""
 
     __slots__ = (
         "codings",
@@ -142,14 +159,18 @@ class _HeaderScan:
         "forwarded_for",
         "has_request_id",
         "host",
+        "hosts",
         "kept",
         "lengths",
+        "target",
         "upgrade",
     )
 
     def __init__(self) -> None:
+        self.target = b""
         self.kept: list[bytes] = []
         self.host: bytes | None = None
+        self.hosts = 0  # checked after parsing: a callback's exception would lose its words
         self.lengths: set[bytes] = set()
         self.codings: list[bytes] = []
         self.connection: list[bytes] = []
@@ -157,22 +178,28 @@ class _HeaderScan:
         self.forwarded_for: bytes | None = None
         self.has_request_id = False
 
-    def note(self, name: bytes, line: bytes) -> None:
-        value = line[len(name) + 1 :].strip(b" \t")
-        if name in _DROPPED:
-            self._hop_by_hop(name, value)
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower not in _NOTED:
+            self.kept.append(name + b": " + value)
             return
-        if name == b"host":
-            if self.host is not None:
-                raise BadMessage("there is more than one Host header")
+        value = value.rstrip(b" \t")  # llhttp drops the leading whitespace only
+        if lower in _DROPPED:
+            self._hop_by_hop(lower, value)
+            return
+        if lower == b"host":
+            self.hosts += 1
             self.host = value
-        elif name == b"content-length":
+        elif lower == b"content-length":
             self.lengths.add(value)
-        elif name == b"transfer-encoding":
+        elif lower == b"transfer-encoding":
             self.codings.extend(t.strip().lower() for t in value.split(b","))
         else:
             self.has_request_id = True
-        self.kept.append(line)
+        self.kept.append(name + b": " + value)
 
     def _hop_by_hop(self, name: bytes, value: bytes) -> None:
         if name == b"connection":
@@ -202,7 +229,13 @@ def _request_framing(lengths: set[bytes], codings: list[bytes]) -> tuple[int, bo
 
 
 def forward_head(
-    req: RequestHead, *, client_ip: bytes, port: bytes, close: bool, request_id: bool = True
+    req: RequestHead,
+    *,
+    client_ip: bytes,
+    port: bytes,
+    close: bool,
+    request_id: bool = True,
+    proto: bytes = b"http",
 ) -> bytes:
     """The head sent to the backend: validated lines plus the forwarding headers."""
     parts = [req.method + b" " + req.target + b" " + req.version, *req.lines]
@@ -215,7 +248,7 @@ def forward_head(
         parts.append(b"X-Forwarded-For: " + client_ip)
     else:
         parts.append(b"X-Forwarded-For: " + req.forwarded_for + b", " + client_ip)
-    parts.append(b"X-Forwarded-Proto: http")
+    parts.append(b"X-Forwarded-Proto: " + proto)
     parts.append(b"X-Forwarded-Host: " + req.host.encode("latin-1"))
     parts.append(b"X-Forwarded-Port: " + port)
     if request_id and not req.has_request_id:
@@ -243,27 +276,53 @@ _request_ids = _RequestIds()
 
 def parse_response(raw: bytes, *, method: bytes) -> ResponseHead:
     """Parse a response head ending in CRLF CRLF; raises ``BadMessage`` if unusable."""
-    if not raw.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or _STATUS.match(raw, 9) is None:
-        raise BadMessage("the status line is malformed")
-    status = int(raw[9:12])
-    close = raw[7] == 0x30  # HTTP/1.0: closes unless it says keep-alive
-    length: bytes | None = None
-    coding: bytes | None = None
-    for name, value in _FRAMING_FIELDS.findall(raw.lower()):
-        value = value.rstrip(b" \t")
-        if name == b"content-length":
-            if _DIGITS.fullmatch(value) is None or (length is not None and value != length):
-                raise BadMessage("the Content-Length is not a single number")
-            length = value
-        elif name == b"transfer-encoding":
-            coding = value
-        else:
-            tokens = {t.strip() for t in value.split(b",")}
-            close = b"close" in tokens or (close and b"keep-alive" not in tokens)
-    if _bare_line_ends(raw):
-        # A client reading lone CR or LF as a line end would frame this response differently.
-        raise BadMessage("the response head has a bare CR or LF")
-    return ResponseHead(status, *_response_framing(status, method, length, coding, close), raw)
+    scan = _ResponseScan()
+    parser = httptools.HttpResponseParser(scan)
+    try:
+        parser.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError as exc:
+        # llhttp stops after the head of a 101 that has no Connection: upgrade; the head
+        # itself was fine, and a 101 has no body to frame.
+        if not (scan.complete and parser.get_status_code() == 101):
+            raise BadMessage(_reason(exc)) from None
+    version = parser.get_http_version()
+    if version not in _VERSIONS:
+        raise BadMessage("the HTTP version is not 1.0 or 1.1")
+    status = parser.get_status_code()
+    close = scan.close if scan.close is not None else version == "1.0"
+    return ResponseHead(
+        status, *_response_framing(status, method, scan.length, scan.coding, close), raw
+    )
+
+
+class _ResponseScan:
+    """llhttp's callbacks for a response head: only what decides where it ends."""
+
+    __slots__ = ("close", "coding", "complete", "length")
+
+    def __init__(self) -> None:
+        self.length: bytes | None = None
+        self.coding: bytes | None = None
+        self.close: bool | None = None  # None: the version's default
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower == b"content-length":
+            self.length = value.rstrip(b" \t")
+        elif lower == b"transfer-encoding":
+            self.coding = value.rstrip(b" \t").lower()
+        elif lower == b"connection":
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            if b"close" in tokens:
+                self.close = True
+            elif b"keep-alive" in tokens and self.close is None:
+                self.close = False
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
 
 
 def _response_framing(
@@ -281,11 +340,6 @@ def _response_framing(
     if length is not None:
         return Framing.LENGTH, int(length), close
     return Framing.UNTIL_CLOSE, 0, True
-
-
-def _bare_line_ends(raw: bytes) -> bool:
-    pairs = raw.count(b"\r\n")
-    return raw.count(b"\n") != pairs or raw.count(b"\r") != pairs
 
 
 def with_connection_close(raw: bytes) -> bytes:

@@ -15,8 +15,10 @@ class Limits:
     header_timeout: float = 10.0
     # How long an idle keep-alive connection may wait for its next request.
     keepalive_timeout: float = 60.0
-    # Opening a TCP connection to a release; it is on this machine, so this is generous.
-    connect_timeout: float = 5.0
+    # Opening a TCP connection to an instance, on this machine or the workers' network: it
+    # takes milliseconds, or a second when one SYN is lost and sent again. Past that the
+    # request is tried on another instance rather than held (Caddy's dial_timeout is 1 s).
+    connect_timeout: float = 2.0
     # How long a backend may take to start answering, and how long any body transfer may
     # stall (no byte either way) before both connections are dropped.
     io_timeout: float = 300.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 
 _REASONS = {
+    301: "Moved Permanently",
     400: "Bad Request",
     404: "Not Found",
     408: "Request Timeout",
@@ -66,6 +67,13 @@ def for_status(app: str, status: str, *, host: str, keep_alive: bool, head_only:
             keep_alive=keep_alive,
             head_only=head_only,
         )
+    if status == "scaled-down":
+        return render(
+            503,
+            f"The app {app} is scaled to zero web instances: scale web up to serve it again.",
+            keep_alive=keep_alive,
+            head_only=head_only,
+        )
     if status == "crashed":
         return render(
             502,
@@ -82,6 +90,18 @@ def not_found(*, app_host: str, keep_alive: bool, head_only: bool = False) -> by
         f"No app is served at {app_host}.",
         keep_alive=keep_alive,
         head_only=head_only,
+    )
+
+
+def to_https(host: str, target: str, *, keep_alive: bool, head_only: bool = False) -> bytes:
+    """The redirect of an app that is served over HTTPS only (``force-https``)."""
+    location = f"https://{host}{target if target.startswith('/') else '/'}"
+    return render(
+        301,
+        f"This app is served over HTTPS only: {location}",
+        keep_alive=keep_alive,
+        head_only=head_only,
+        extra_headers=(("Location", location),),
     )
 
 

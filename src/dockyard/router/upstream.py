@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 
 from dockyard.router.framing import BodyFramer, UntilClose, framer_for
 from dockyard.router.http1 import BadMessage, parse_response
-from dockyard.router.table import Backend
+from dockyard.routetable import Backend
 
 if TYPE_CHECKING:
     from dockyard.router.client import ClientConnection
