@@ -12,10 +12,23 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from dockyard.api import errors, stream, wsframes
-from dockyard.api.listing_keys import ListingKeys
-from dockyard.api.routes import accounts, apps, deployments, runtime, sources
-from dockyard.bootstrap import Platform
+from dockyard.api.routes import (
+    accounts,
+    addons,
+    apps,
+    build_caches,
+    collaboration,
+    deployments,
+    domains,
+    logs,
+    meta,
+    oneoffs,
+    runtime,
+    sources,
+)
 from dockyard.errors import DockyardError
+from dockyard.platform import Platform
+from dockyard.web import routes as web_routes
 
 _TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"]*", re.IGNORECASE)
 
@@ -58,10 +71,19 @@ def create_app(platform: Platform, *, lifespan: Lifespan | None = None) -> Starl
         routes=[
             *accounts.routes,
             *apps.routes,
+            *domains.routes,
             *sources.routes,
+            *build_caches.routes,
             *deployments.routes,
             *runtime.routes,
+            *collaboration.routes,
+            *meta.routes,
+            *logs.routes,
+            *oneoffs.routes,
+            *addons.routes,
             *stream.routes,
+            # The dashboard, at / (the API keeps /v1 to itself).
+            *web_routes.routes,
         ],
         exception_handlers={
             DockyardError: errors.handle_dockyard_error,
@@ -71,8 +93,4 @@ def create_app(platform: Platform, *, lifespan: Lifespan | None = None) -> Starl
         lifespan=lifespan or default_lifespan,
     )
     app.state.platform = platform
-    if "listing_keys" not in platform.extras:
-        keys = ListingKeys()
-        platform.bus.observe(keys.observe)
-        platform.extras["listing_keys"] = keys
     return app

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
-from dockyard.bootstrap import Platform
-from dockyard.db.models import User
+from dockyard.domain.records import UserRecord
 from dockyard.errors import Unauthenticated
+from dockyard.platform import Platform
 from dockyard.services import auth as auth_service
+
+T = TypeVar("T")
 
 
 def credential(header: str | None) -> str:
@@ -28,7 +31,12 @@ def credential(header: str | None) -> str:
             decoded = base64.b64decode(value, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthenticated("The Basic credentials are not valid base64.") from None
-        _user, _, password = decoded.partition(":")
+        user, _, password = decoded.partition(":")
+        if user:
+            raise Unauthenticated(
+                "Basic credentials take an empty user name and the API token as password "
+                "(base64 of ':' followed by the token)."
+            )
         if password:
             return password
     raise Unauthenticated(
@@ -36,46 +44,51 @@ def credential(header: str | None) -> str:
     )
 
 
-def user_for_credential(platform: Platform, secret: str) -> User:
+def user_for_credential(platform: Platform, secret: str) -> UserRecord:
     if auth_service.looks_like_jwt(secret):
         return auth_service.user_for_jwt(db=platform.db, key=platform.jwt_key, token=secret)
     return auth_service.user_for_api_token(db=platform.db, secret=secret)
 
 
-class UserCache:
-    """Users behind already-verified JWTs, for a few seconds: the signature and expiry are
-    checked on every request, but the database is not read again for each one."""
-
-    def __init__(self, ttl: float = 10.0, size: int = 10_000) -> None:
-        self.ttl = ttl
-        self.size = size
-        self._users: dict[str, tuple[float, User]] = {}
-
-    def get(self, user_id: str) -> User | None:
-        entry = self._users.get(user_id)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, user: User) -> None:
-        if len(self._users) >= self.size:
-            self._users.clear()
-        self._users[user.id] = (time.monotonic() + self.ttl, user)
+def client_host(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else ""
 
 
-async def authenticate(conn: HTTPConnection) -> User:
+async def verified(platform: Platform, host: str, verify: Callable[[], T]) -> T:
+    """Run ``verify`` (blocking: it reads the database) for a client at ``host``. An
+    address whose credentials keep failing is refused before its next lookup; a failure
+    is counted against it (api/ratelimit.py)."""
+    platform.rate_limiter.refuse_if_failing(host)
+    try:
+        return await run_in_threadpool(verify)
+    except Unauthenticated:
+        platform.rate_limiter.count_failure(host)
+        raise
+
+
+async def authenticate(conn: HTTPConnection) -> UserRecord:
     platform: Platform = conn.app.state.platform
     secret = credential(conn.headers.get("authorization"))
-    platform.rate_limiter.check(auth_service.hash_token(secret))
     if not auth_service.looks_like_jwt(secret):
         # API tokens are looked up every time, so a revoked one stops working at once.
-        return await run_in_threadpool(user_for_credential, platform, secret)
-    cache: UserCache = platform.extras.setdefault("user_cache", UserCache())
-    user_id = auth_service.jwt_subject(key=platform.jwt_key, token=secret)
-    user = cache.get(user_id)
-    if user is None:
-        user = await run_in_threadpool(
-            lambda: auth_service.user_by_id(db=platform.db, user_id=user_id)
+        user = await verified(
+            platform, client_host(conn), lambda: user_for_credential(platform, secret)
         )
-        cache.put(user)
+    else:
+        cache = platform.user_cache
+        try:
+            claims = auth_service.jwt_claims(key=platform.jwt_key, token=secret)
+        except Unauthenticated:
+            platform.rate_limiter.count_failure(client_host(conn))
+            raise
+        cached = cache.get(claims)
+        if cached is None:
+            cached = await verified(
+                platform,
+                client_host(conn),
+                lambda: auth_service.user_for_jwt_claims(db=platform.db, claims=claims),
+            )
+            cache.put(claims, cached)
+        user = cached
+    platform.rate_limiter.check_user(user.id)
     return user

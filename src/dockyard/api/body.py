@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -36,11 +37,33 @@ async def read_json(request: Request, *, max_bytes: int) -> Any:
             raise BadRequest(
                 f"The JSON body is nested more than {MAX_DEPTH} levels deep.", code="too_deep"
             )
-        return json.loads(raw)
+        document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(
             f"The request body is not valid JSON: {exc}.", code="invalid_json"
         ) from None
+    # JSON's \uD800-style escapes can spell half of a UTF-16 pair, which is not text: no
+    # database or environment can store it. Only then is the document walked.
+    if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(document):
+        raise BadRequest(
+            "The JSON body holds an unpaired UTF-16 surrogate escape (\\uD800 to \\uDFFF), "
+            "which is not text: send the character itself, or both halves of the pair.",
+            code="invalid_json",
+        )
+    return document
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, dict):
+        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_lone_surrogate(item) for item in value)
+    return False
 
 
 def _bracket_depth(raw: bytes) -> int:

@@ -1,4 +1,4 @@
-"""The one table from dockyard's error tree to HTTP responses (bodies of API.md)."""
+"""The one table from dockyard's error tree to HTTP responses (the bodies of docs/api.md, "Errors")."""
 
 from __future__ import annotations
 

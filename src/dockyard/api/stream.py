@@ -1,6 +1,6 @@
 """The real-time deployment stream (WebSocket at an app's ``links.deployments_stream``).
 
-Protocol (API.md): the client sends ``{"type": "auth", "data": {"token": …}}`` first; the
+Protocol (docs/api.md): the client sends ``{"type": "auth", "data": {"token": …}}`` first; the
 server replays the app's recent deployments (``new``, their events so far) and then sends
 live events, with no gap and no duplicate between the two: it subscribes *before* reading
 the stored events, and drops live events whose sequence number it already sent.
@@ -14,59 +14,34 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dockyard.api import schemas, wsframes
-from dockyard.api.auth import user_for_credential
-from dockyard.bootstrap import Platform
-from dockyard.db.engine import transaction
-from dockyard.db.models import App, Deployment, User
-from dockyard.domain.status import FINAL
+from dockyard.api.auth import client_host, user_for_credential, verified
+from dockyard.domain.records import AppRecord, DeploymentRecord, UserRecord
 from dockyard.errors import DockyardError
+from dockyard.platform import Platform
 from dockyard.services import events
+from dockyard.services import streams as streams_service
 
-AUTH_TIMEOUT_SECONDS = 5.0
-REPLAYED_DEPLOYMENTS = 5
 CLOSE_AUTH_FAILED = 4001
 CLOSE_NOT_FOUND = 4004
 CLOSE_TOO_SLOW = 4008
 
 
-def _load_app(platform: Platform, app_id: str, user: User) -> App | None:
-    with transaction(platform.db) as session:
-        app = session.get(App, app_id)
-        if app is None or app.owner_id != user.id:
-            return None
-        return app
-
-
-def _snapshot(platform: Platform, app: App) -> list[dict[str, Any]]:
+def _snapshot(platform: Platform, app: AppRecord) -> list[dict[str, Any]]:
     """Recent deployments (and any still running) with every stored event, oldest first."""
-    with transaction(platform.db) as session:
-        recent = list(
-            session.scalars(
-                select(Deployment)
-                .where(Deployment.app_id == app.id)
-                .order_by(Deployment.created_at.desc())
-                .limit(REPLAYED_DEPLOYMENTS)
-            )
-        )
-        running = session.scalars(
-            select(Deployment).where(Deployment.app_id == app.id, Deployment.status.not_in(FINAL))
-        )
-        chosen = {d.id: d for d in [*recent, *running]}
-        frames = []
-        for deployment in sorted(chosen.values(), key=lambda d: d.created_at):
-            frames.append(_new_frame(deployment, app, platform))
-            for row in events.events_since(session, deployment_id=deployment.id):
-                frames.append(events.wire_event(row.deployment_id, row.kind, row.content, row.seq))
-        return frames
+    frames = []
+    for replayed in streams_service.replay(db=platform.db, app_id=app.id):
+        frames.append(_new_frame(replayed.deployment, app, platform))
+        for row in replayed.events:
+            frames.append(events.wire_event(row.deployment_id, row.kind, row.content, row.seq))
+    return frames
 
 
-def _new_frame(deployment: Deployment, app: App, platform: Platform) -> dict[str, Any]:
+def _new_frame(deployment: DeploymentRecord, app: AppRecord, platform: Platform) -> dict[str, Any]:
     return {
         "type": "new",
         "id": deployment.id,
@@ -75,10 +50,9 @@ def _new_frame(deployment: Deployment, app: App, platform: Platform) -> dict[str
     }
 
 
-def _render_new(platform: Platform, app: App, deployment_id: str) -> dict[str, Any] | None:
-    with transaction(platform.db) as session:
-        deployment = session.get(Deployment, deployment_id)
-        return None if deployment is None else _new_frame(deployment, app, platform)
+def _render_new(platform: Platform, app: AppRecord, deployment_id: str) -> dict[str, Any] | None:
+    deployment = streams_service.deployment(db=platform.db, deployment_id=deployment_id)
+    return None if deployment is None else _new_frame(deployment, app, platform)
 
 
 def encoded(frame: dict[str, Any]) -> tuple[str, bytes]:
@@ -95,7 +69,7 @@ def encoded(frame: dict[str, Any]) -> tuple[str, bytes]:
 
 
 class _Stream:
-    def __init__(self, websocket: WebSocket, platform: Platform, app: App) -> None:
+    def __init__(self, websocket: WebSocket, platform: Platform, app: AppRecord) -> None:
         self.websocket = websocket
         self.writer = wsframes.FrameWriter(websocket)
         self.platform = platform
@@ -164,16 +138,20 @@ class _Stream:
         return True
 
 
-async def _authenticate(websocket: WebSocket, platform: Platform) -> User | None:
-    timeout = float(platform.extras.get("stream_auth_timeout", AUTH_TIMEOUT_SECONDS))
+async def _authenticate(websocket: WebSocket, platform: Platform) -> UserRecord | None:
+    timeout = platform.settings.stream_auth_timeout
     try:
         raw = await asyncio.wait_for(websocket.receive_text(), timeout=timeout)
         message = json.loads(raw.strip())
         token = message["data"]["token"] if message.get("type") == "auth" else None
         if not isinstance(token, str) or not token.strip():
             return None
-        platform.rate_limiter.check(token.strip()[-32:])
-        return await run_in_threadpool(user_for_credential, platform, token.strip())
+        secret = token.strip()
+        user = await verified(
+            platform, client_host(websocket), lambda: user_for_credential(platform, secret)
+        )
+        platform.rate_limiter.check_user(user.id)
+        return user
     except (TimeoutError, ValueError, KeyError, TypeError, AttributeError, DockyardError):
         return None
 
@@ -185,21 +163,24 @@ async def deployments_stream(websocket: WebSocket) -> None:
     if user is None:
         await websocket.close(CLOSE_AUTH_FAILED, "authentication failed")
         return
-    app = await run_in_threadpool(_load_app, platform, websocket.path_params["app_id"], user)
+    app = await run_in_threadpool(
+        lambda: streams_service.followed_app(
+            db=platform.db, app_id=websocket.path_params["app_id"], user=user
+        )
+    )
     if app is None:
         await websocket.close(CLOSE_NOT_FOUND, "app not found")
         return
     stream = _Stream(websocket, platform, app)
-    ping_interval = float(platform.extras.get("stream_ping_interval", 20.0))
+    ping_interval = platform.settings.stream_ping_interval
     # The client never sends after auth; reading is how a disconnect is noticed.
     sender = asyncio.create_task(stream.run(ping_interval))
     receiver = asyncio.create_task(_drain(websocket))
-    stoppers = platform.extras.setdefault("stream_tasks", set())
-    stoppers.add(sender)
+    platform.streams.add(sender)
     try:
         await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stoppers.discard(sender)
+        platform.streams.discard(sender)
         for task in (sender, receiver):
             task.cancel()
             with contextlib.suppress(

@@ -10,7 +10,9 @@ per event (``text_frame``) and a client's whole backlog goes out in one socket w
 That needs the connection under uvicorn's WebSocket protocol, which ASGI does not expose:
 ``expose_connection`` (the outermost middleware) notes it in the scope when the server
 is uvicorn's ``websockets-sansio`` implementation, and ``FrameWriter`` falls back to
-plain ASGI sends anywhere else (the test client, another server).
+plain ASGI sends anywhere else (the test client, another server). uvicorn's version is
+capped in pyproject.toml for this; tests/integration/api/test_uvicorn_fast_paths.py fails
+if dockyard's own stream stops taking the direct path.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class _Connection(Protocol):
 
 def _uvicorn_connection(send: Send) -> _Connection | None:
     connection = getattr(send, "__self__", None)
-    if type(connection).__name__ != "WebSocketsSansIOProtocol":
+    # By name, so this module does not import uvicorn; subclasses (api/frontdoor.py) too.
+    if not any(kind.__name__ == "WebSocketsSansIOProtocol" for kind in type(connection).__mro__):
         return None
     if not all(hasattr(connection, name) for name in _Connection.__annotations__):
         return None

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dockyard.api import schemas
-from dockyard.api.auth import authenticate, credential
+from dockyard.api.auth import authenticate, client_host, credential, verified
 from dockyard.api.routes.common import call, json_body, json_response, no_content, platform_of
 from dockyard.errors import ValidationFailed
 from dockyard.services import auth as auth_service
@@ -17,9 +17,15 @@ async def exchange(request: Request) -> Response:
     """Basic ``:api_token`` → a signed JWT with ``exp``."""
     platform = platform_of(request)
     secret = credential(request.headers.get("authorization"))
-    platform.rate_limiter.check(auth_service.hash_token(secret))
-    user = await call(auth_service.user_for_api_token, db=platform.db, secret=secret)
-    token = auth_service.issue_jwt(key=platform.jwt_key, user=user, ttl=platform.settings.jwt_ttl)
+    api_token = await verified(
+        platform,
+        client_host(request),
+        lambda: auth_service.api_token_for_secret(db=platform.db, secret=secret),
+    )
+    platform.rate_limiter.check_user(api_token.user.id)
+    token = auth_service.issue_jwt(
+        key=platform.jwt_key, token=api_token, ttl=platform.settings.jwt_ttl
+    )
     return json_response({"token": token})
 
 
@@ -63,12 +69,9 @@ async def create_token(request: Request) -> Response:
 
 async def revoke_token(request: Request) -> Response:
     user = await authenticate(request)
-    await call(
-        auth_service.revoke_token,
-        db=platform_of(request).db,
-        user=user,
-        token_id=request.path_params["token_id"],
-    )
+    token_id = request.path_params["token_id"]
+    await call(auth_service.revoke_token, db=platform_of(request).db, user=user, token_id=token_id)
+    platform_of(request).user_cache.forget(token_id)  # its JWTs stop working now
     return no_content()
 
 

@@ -10,7 +10,14 @@ from starlette.routing import Route
 
 from dockyard.api import schemas
 from dockyard.api.auth import authenticate
-from dockyard.api.routes.common import call, json_body, json_response, no_content, platform_of
+from dockyard.api.routes.common import (
+    call,
+    call_for_app,
+    json_body,
+    json_response,
+    no_content,
+    platform_of,
+)
 from dockyard.errors import ValidationFailed
 from dockyard.services import apps as apps_service
 from dockyard.services import lifecycle
@@ -27,7 +34,13 @@ async def create_app(request: Request) -> Response:
     user = await authenticate(request)
     fields = _field(await json_body(request), "app", '{"app": {"name": "my-app"}}')
     platform = platform_of(request)
-    row = await call(apps_service.create_app, db=platform.db, owner=user, name=fields.get("name"))
+    row = await call(
+        apps_service.create_app,
+        db=platform.db,
+        owner=user,
+        name=fields.get("name"),
+        max_apps=platform.settings.max_apps_per_user,
+    )
     return json_response({"app": schemas.app(row, platform.settings)}, status=201)
 
 
@@ -38,7 +51,11 @@ async def list_apps(request: Request) -> Response:
     return json_response(
         {
             "apps": [
-                schemas.app(row, platform.settings, status=lifecycle.app_status(platform, row.name))
+                schemas.app(
+                    row,
+                    platform.settings,
+                    status=lifecycle.app_status(platform.processes, row.name),
+                )
                 for row in rows
             ]
         }
@@ -54,7 +71,7 @@ async def show_app(request: Request) -> Response:
     return json_response(
         {
             "app": schemas.app(
-                row, platform.settings, status=lifecycle.app_status(platform, row.name)
+                row, platform.settings, status=lifecycle.app_status(platform.processes, row.name)
             )
         }
     )
@@ -64,19 +81,23 @@ async def delete_app(request: Request) -> Response:
     user = await authenticate(request)
     platform = platform_of(request)
     await call(
-        lifecycle.destroy_app, platform=platform, owner=user, name=request.path_params["app"]
+        lifecycle.destroy_app,
+        db=platform.db,
+        bus=platform.bus,
+        blobs=platform.blobs,
+        settings=platform.settings,
+        processes=platform.processes,
+        owner=user,
+        name=request.path_params["app"],
+        artifacts=platform.artifacts,
+        addons=platform.addons,
     )
     return no_content()
 
 
 async def list_variables(request: Request) -> Response:
     user = await authenticate(request)
-    rows = await call(
-        apps_service.list_variables,
-        db=platform_of(request).db,
-        owner=user,
-        app_name=request.path_params["app"],
-    )
+    rows = await call_for_app(request, user, apps_service.list_variables)
     return json_response({"variables": [schemas.variable(row) for row in rows]})
 
 
@@ -85,12 +106,11 @@ async def create_variable(request: Request) -> Response:
     fields = _field(
         await json_body(request), "variable", '{"variable": {"name": "KEY", "value": "v"}}'
     )
-    rows = await call(
+    rows = await call_for_app(
+        request,
+        user,
         apps_service.set_variables,
-        db=platform_of(request).db,
-        owner=user,
-        app_name=request.path_params["app"],
-        values={fields.get("name"): fields.get("value")},
+        values=[(fields.get("name"), fields.get("value"))],
     )
     return json_response({"variable": schemas.variable(rows[0])}, status=201)
 
@@ -103,12 +123,11 @@ async def bulk_update_variables(request: Request) -> Response:
         raise ValidationFailed(
             {"variables": ['is required: {"variables": [{"name": "KEY", "value": "v"}]}']}
         )
-    rows = await call(
+    rows = await call_for_app(
+        request,
+        user,
         apps_service.set_variables,
-        db=platform_of(request).db,
-        owner=user,
-        app_name=request.path_params["app"],
-        values={item.get("name"): item.get("value") for item in items},
+        values=[(item.get("name"), item.get("value")) for item in items],
     )
     return json_response({"variables": [schemas.variable(row) for row in rows]})
 
@@ -116,11 +135,10 @@ async def bulk_update_variables(request: Request) -> Response:
 async def update_variable(request: Request) -> Response:
     user = await authenticate(request)
     fields = _field(await json_body(request), "variable", '{"variable": {"value": "v"}}')
-    row = await call(
+    row = await call_for_app(
+        request,
+        user,
         apps_service.update_variable,
-        db=platform_of(request).db,
-        owner=user,
-        app_name=request.path_params["app"],
         variable_id=request.path_params["variable_id"],
         value=fields.get("value"),
     )
@@ -129,11 +147,10 @@ async def update_variable(request: Request) -> Response:
 
 async def delete_variable(request: Request) -> Response:
     user = await authenticate(request)
-    await call(
+    await call_for_app(
+        request,
+        user,
         apps_service.delete_variable,
-        db=platform_of(request).db,
-        owner=user,
-        app_name=request.path_params["app"],
         variable_id=request.path_params["variable_id"],
     )
     return no_content()

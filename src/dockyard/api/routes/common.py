@@ -11,8 +11,9 @@ from starlette.responses import JSONResponse, Response
 
 from dockyard.api.body import read_json
 from dockyard.api.errors import SECURITY_HEADERS
-from dockyard.bootstrap import Platform
+from dockyard.domain.records import UserRecord
 from dockyard.errors import BadRequest
+from dockyard.platform import Platform
 
 T = TypeVar("T")
 
@@ -25,6 +26,16 @@ def platform_of(request: Request) -> Platform:
 async def call(fn: Callable[..., T], **kwargs: Any) -> T:
     """Run a (blocking) service function off the event loop."""
     return await run_in_threadpool(lambda: fn(**kwargs))
+
+
+async def call_for_app(
+    request: Request, user: UserRecord, fn: Callable[..., T], **kwargs: Any
+) -> T:
+    """``call`` for the request's app (``/v1/apps/{app}/...``) on behalf of ``user``: the
+    arguments every app service takes (``db``, ``owner``, ``app_name``) filled in."""
+    return await call(
+        fn, db=platform_of(request).db, owner=user, app_name=request.path_params["app"], **kwargs
+    )
 
 
 async def read(request: Request, fn: Callable[..., T], **kwargs: Any) -> T:

@@ -1,4 +1,4 @@
-"""Deployments of an app (seed document 004) and the deployment cache."""
+"""Deployments of an app and the deployment cache (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from starlette.routing import Route
 from dockyard.api import schemas
 from dockyard.api.auth import authenticate
 from dockyard.api.errors import SECURITY_HEADERS
-from dockyard.api.listing_keys import ListingKeys
-from dockyard.api.pagecache import PageCache
 from dockyard.api.routes.common import (
     call,
     int_param,
@@ -22,13 +20,12 @@ from dockyard.api.routes.common import (
     platform_of,
     read,
 )
-from dockyard.bootstrap import Platform
-from dockyard.db.models import User
-from dockyard.pipeline import cache
-from dockyard.services import apps as apps_service
+from dockyard.domain.records import UserRecord
+from dockyard.errors import ValidationFailed
+from dockyard.platform import Platform
 from dockyard.services import deployments as service
+from dockyard.services import lifecycle
 from dockyard.services.deployments import ListingKey
-from dockyard.services.lifecycle import cache_dir
 
 
 async def create(request: Request) -> Response:
@@ -45,9 +42,34 @@ async def create(request: Request) -> Response:
         request=parsed,
         public_url=platform.settings.public_url,
     )
-    wake = platform.extras.get("wake_workers")
-    if wake is not None:
-        wake()
+    platform.deployment_queued.send()
+    return json_response(
+        {"deployment": schemas.deployment(row, app_name, platform.settings)}, status=201
+    )
+
+
+async def rollback(request: Request) -> Response:
+    """Start a kept release again, without a build, as a new deployment (docs/api.md)."""
+    user = await authenticate(request)
+    body = await json_body(request)
+    target = body.get("deployment_id") if isinstance(body, dict) else None
+    if target is not None and not isinstance(target, str):
+        raise ValidationFailed(
+            {"deployment_id": ["must be a deployment's id, or left out for the previous release"]}
+        )
+    platform = platform_of(request)
+    app_name = request.path_params["app"]
+    releases = platform.settings.releases_dir
+    row = await call(
+        service.create_rollback,
+        db=platform.db,
+        bus=platform.bus,
+        owner=user,
+        app_name=app_name,
+        deployment_id=target,
+        release_kept=lambda deployment_id: (releases / deployment_id).is_dir(),
+    )
+    platform.deployment_queued.send()
     return json_response(
         {"deployment": schemas.deployment(row, app_name, platform.settings)}, status=201
     )
@@ -88,10 +110,10 @@ async def index(request: Request) -> Response:
     return await _cached(platform, cache_key, render)
 
 
-async def _listing_key(request: Request, user: User, app_name: str) -> ListingKey:
+async def _listing_key(request: Request, user: UserRecord, app_name: str) -> ListingKey:
     """The app's id and deployments version: from memory while no change was published."""
     platform = platform_of(request)
-    keys: ListingKeys = platform.extras["listing_keys"]
+    keys = platform.listing_keys
     cached, generation = keys.get((user.id, app_name))
     if cached is not None:
         return cached
@@ -112,7 +134,7 @@ async def _cached(
     """A rendered deployment body, from the page cache when the app's deployments have not
     changed since it was rendered. Entries are stored under the version read *before* the
     query: a change in between makes an entry nobody asks for again, never a stale one."""
-    pages: PageCache = platform.extras.setdefault("deployment_pages", PageCache())
+    pages = platform.deployment_pages
     body = pages.get(key)
     if body is None:
         body = await render()
@@ -174,10 +196,15 @@ async def cancel(request: Request) -> Response:
 async def reset_cache(request: Request) -> Response:
     user = await authenticate(request)
     platform = platform_of(request)
-    app = await call(
-        apps_service.find_app, db=platform.db, owner=user, name=request.path_params["app"]
+    await call(
+        lifecycle.reset_cache,
+        db=platform.db,
+        bus=platform.bus,
+        blobs=platform.blobs,
+        settings=platform.settings,
+        owner=user,
+        name=request.path_params["app"],
     )
-    await call(cache.reset, saved=cache_dir(platform, app.id))
     return no_content()
 
 
@@ -187,5 +214,6 @@ routes = [
     Route("/v1/apps/{app}/deployments/{deployment_id}", show, methods=["GET"]),
     Route("/v1/apps/{app}/deployments/{deployment_id}/output", output, methods=["GET"]),
     Route("/v1/apps/{app}/deployments/{deployment_id}/cancel", cancel, methods=["POST"]),
+    Route("/v1/apps/{app}/rollback", rollback, methods=["POST"]),
     Route("/v1/apps/{app}/caches/deployment", reset_cache, methods=["DELETE"]),
 ]

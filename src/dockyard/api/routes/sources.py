@@ -1,4 +1,4 @@
-"""Sources: capability URLs to upload and download an archive (seed documents 002, 003)."""
+"""Sources: capability URLs to upload and download an archive (docs/api.md, "Sources")."""
 
 from __future__ import annotations
 
@@ -6,19 +6,32 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dockyard.api.auth import authenticate
 from dockyard.api.routes.common import call, json_body, json_response, platform_of
 from dockyard.backends.blobstore.base import BlobExists, PendingBlob
-from dockyard.errors import BadRequest, Conflict, PayloadTooLarge, UnsupportedMediaType
+from dockyard.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from dockyard.platform import Platform
+from dockyard.services import quotas
 from dockyard.services import sources as sources_service
+from dockyard.settings import Settings
 
 GZIP_MAGIC = b"\x1f\x8b"
 WRITE_BATCH_BYTES = 1024 * 1024
 MAX_BATCH_PIECES = 256
+# How long the API process that holds a source may take to start sending it.
+HOLDER_TIMEOUT = httpx.Timeout(30.0)
 ACCEPTED_TYPES = {
     "application/x-gzip",
     "application/gzip",
@@ -33,7 +46,11 @@ async def create_source(request: Request) -> Response:
     await json_body(request)  # the client sends {}; anything else is ignored, but must be JSON
     platform = platform_of(request)
     created = await call(
-        sources_service.create_source, db=platform.db, owner=user, ttl=platform.settings.source_ttl
+        sources_service.create_source,
+        db=platform.db,
+        owner=user,
+        ttl=platform.settings.source_ttl,
+        quota=_quota(platform.settings),
     )
     base = f"{platform.settings.public_url}/v1/sources/{created.source.id}"
     return json_response(
@@ -75,9 +92,47 @@ async def upload(request: Request) -> Response:
         raise BadRequest("Content-Length must be a number.", code="invalid_length")
     if declared is not None and int(declared) > cap:
         raise PayloadTooLarge(f"The archive is {declared} bytes; the limit is {cap} bytes.")
+    too_large = f"The archive is over the {cap} bytes limit."
+    quota = _quota(platform.settings)
+    if declared is None:
+        # Chunked: the room left is reserved, and the upload may not grow past it.
+        room = await call(quotas.room_left, db=platform.db, source_id=source_id, quota=quota)
+        if room < cap:
+            cap = room
+            too_large = (
+                f"The archive is over the {room} bytes left of what your sources waiting "
+                "to be deployed may hold: deploy them or let them expire, then upload again."
+            )
+    reserved = int(declared) if declared is not None else cap
+    await call(
+        quotas.reserve_upload, db=platform.db, source_id=source_id, size=reserved, quota=quota
+    )
+    try:
+        size = await _upload(request, platform, source_id, cap, too_large, declared)
+    except BaseException:
+        await call(quotas.release_upload, db=platform.db, source_id=source_id)
+        raise
+    return json_response({"source": {"id": source_id, "size": size}})
+
+
+def _quota(settings: Settings) -> quotas.SourceQuota:
+    return quotas.SourceQuota(
+        max_sources=settings.max_pending_sources, max_bytes=settings.max_pending_source_bytes
+    )
+
+
+async def _upload(
+    request: Request,
+    platform: Platform,
+    source_id: str,
+    cap: int,
+    too_large: str,
+    declared: str | None,
+) -> int:
+    """Receive the archive into the blob store and mark the source uploaded; its size."""
     pending = platform.blobs.begin(sources_service.blob_key(source_id))
     try:
-        await _receive(request.stream(), pending, cap)
+        await receive(request.stream(), pending, cap, too_large)
         if pending.size == 0:
             raise UnsupportedMediaType(
                 "The upload is empty: send the tar.gz archive as the request body."
@@ -95,13 +150,25 @@ async def upload(request: Request) -> Response:
     except BaseException:
         pending.discard()
         raise
-    await call(
-        sources_service.mark_uploaded, db=platform.db, source_id=source_id, size=pending.size
-    )
-    return json_response({"source": {"id": source_id, "size": pending.size}})
+    try:
+        # This process holds the bytes, whichever one the client's POST reached.
+        await call(
+            sources_service.mark_uploaded,
+            db=platform.db,
+            source_id=source_id,
+            size=pending.size,
+            holder_url=platform.settings.own_url,
+        )
+    except Conflict:
+        # Another API process received the same upload first, and holds it.
+        platform.blobs.delete(sources_service.blob_key(source_id))
+        raise
+    return pending.size
 
 
-async def _receive(chunks: AsyncIterator[bytes], pending: PendingBlob, cap: int) -> None:
+async def receive(
+    chunks: AsyncIterator[bytes], pending: PendingBlob, cap: int, too_large: str
+) -> None:
     first = True
     received = 0
     writer = _OverlappedWriter(pending)
@@ -118,7 +185,7 @@ async def _receive(chunks: AsyncIterator[bytes], pending: PendingBlob, cap: int)
                 first = False
             received += len(chunk)
             if received > cap:
-                raise PayloadTooLarge(f"The archive is over the {cap} bytes limit.")
+                raise PayloadTooLarge(too_large)
             await writer.write(chunk)
         await writer.finish()
     except ClientDisconnect:
@@ -181,12 +248,46 @@ class _OverlappedWriter:
 async def download(request: Request) -> Response:
     platform = platform_of(request)
     source_id = await _authorized(request, sources_service.DOWNLOAD)
-    path = platform.blobs.local_path(sources_service.blob_key(source_id))
-    return FileResponse(
-        path,
+    headers = {
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "Content-Disposition": 'attachment; filename="source.tar.gz"',
+    }
+    holder = await call(sources_service.holder_of, db=platform.db, source_id=source_id)
+    if holder is not None and holder != platform.settings.own_url:
+        # Behind a load balancer, the download URL may reach an API process that does not
+        # hold the archive: it passes on the holder's (workers ask the holder directly).
+        url = f"{holder}{request.url.path}?{request.url.query}"
+        return await _from_holder(request.method, url, headers)
+    try:
+        path = platform.blobs.local_path(sources_service.blob_key(source_id))
+    except FileNotFoundError:
+        raise NotFound("source") from None
+    return FileResponse(path, media_type="application/x-gzip", headers=headers)
+
+
+async def _from_holder(method: str, url: str, headers: dict[str, str]) -> Response:
+    client = httpx.AsyncClient(timeout=HOLDER_TIMEOUT)
+    try:
+        answer = await client.send(client.build_request(method, url), stream=True)
+    except httpx.HTTPError:
+        await client.aclose()
+        raise Conflict(sources_service.HOLDER_GONE) from None
+    if answer.status_code != 200:
+        await answer.aclose()
+        await client.aclose()
+        raise Conflict(sources_service.HOLDER_GONE)
+
+    async def close() -> None:
+        await answer.aclose()
+        await client.aclose()
+
+    length = answer.headers.get("content-length")
+    return StreamingResponse(
+        answer.aiter_raw(),
         media_type="application/x-gzip",
-        filename="source.tar.gz",
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        headers={**headers, **({"Content-Length": length} if length else {})},
+        background=BackgroundTask(close),
     )
 
 
