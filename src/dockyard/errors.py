@@ -19,7 +19,8 @@ the edge of the backend that raised them.
         ├── FetchError             source_url could not be fetched (blocked or failed)
         ├── ArchiveError           the archive is unsafe or malformed
         ├── BuildError             a buildpack failed, none matched, or the sandbox is missing
-        └── BootError              the release did not start (crashed or timed out)
+        ├── BootError              the release did not start (crashed or timed out)
+        └── HookError              the postdeploy hook failed: the release never served
 """
 
 from __future__ import annotations
@@ -103,3 +104,7 @@ class BootError(PipelineError):
     def __init__(self, message: str, *, timed_out: bool) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+
+
+class HookError(PipelineError):
+    """The postdeploy hook (``scalingo.json``'s ``scripts``) failed or could not run."""

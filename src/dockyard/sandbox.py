@@ -6,10 +6,14 @@ This module is a security boundary. A sandboxed process:
   namespaces, with no capabilities, in a new session, dying with its launcher;
 - sees the read-only system (/usr, /etc, the CA bundle, pip's configuration), a private
   /tmp, /proc of its own pid namespace, and only the directories its spec mounts;
-- starts from a scrubbed environment: bwrap itself is launched with only the spec's
-  variables, because ``--clearenv`` alone leaves the launcher's environment readable in
-  ``/proc/1/environ``;
-- is limited in processes, file size and (where cgroup v1 is writable) memory.
+- starts from a scrubbed environment: bwrap itself is launched with exactly the spec's
+  variables as its environment, which it passes on (``--clearenv`` alone would leave the
+  launcher's environment readable in ``/proc/1/environ``, and ``--setenv NAME VALUE``
+  would show every value on the host's process list);
+- is limited in processes, file size and (where cgroups are writable) memory, in a cgroup
+  of its own (``dockyard.isolation.cgroups``);
+- with ``netns``, is in that network namespace (an app's, ``dockyard.isolation``): the
+  launcher enters it before bwrap, which cannot join one itself.
 
 When the pid namespace's init exits, the kernel kills every process left in it, so
 nothing started by a build (``setsid nohup … &`` included) outlives it.
@@ -24,12 +28,12 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.errors import BuildError
+from dockyard.isolation.cgroups import SandboxCgroup
 
 # Read-only system paths every sandbox sees. /etc carries the CA bundle and pip's
 # system configuration, which builds need to reach the package index through its proxy.
@@ -42,9 +46,6 @@ SYSTEM_SYMLINKS: tuple[tuple[str, str], ...] = (
     ("usr/sbin", "/sbin"),
 )
 SANDBOX_INSIDE_UID = 1000
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
-CGROUP_DRAIN_SECONDS = 5.0
 NAMESPACE_TEARDOWN_SECONDS = 5.0
 # Covers the launcher's exec chain (sh, prlimit, setpriv: 5-20 ms) and bwrap's own fork.
 NAMESPACE_INIT_LOOKUP_SECONDS = 0.25
@@ -75,6 +76,9 @@ class SandboxSpec:
     cwd: str
     limits: Limits = field(default_factory=Limits)
     share_network: bool = True
+    # A named network namespace (``/run/netns/NAME``) to run in instead of the host's
+    # (``share_network`` then shares that one). Entering it needs root.
+    netns: Path | None = None
     hostname: str = "dockyard"
     # A host directory to be the sandbox's ``/`` instead of an empty tmpfs. Directories in
     # it (a build's /app and /cache) are then one mount, so hard links between them work
@@ -136,85 +140,24 @@ def command(spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
             args += ["--symlink", target, link]
     for mount in spec.mounts:
         args += ["--bind" if mount.writable else "--ro-bind", str(mount.source), mount.target]
-    args += ["--chdir", spec.cwd, "--clearenv"]
-    for key, value in spec.env.items():
-        args += ["--setenv", key, value]
+    # No --clearenv/--setenv: the environment is bwrap's own (``start``), so that no
+    # variable's value is ever on a command line, where ``ps`` shows it to every user.
+    args += ["--chdir", spec.cwd]
     return [*args, "--", *argv]
 
 
-class _Cgroup:
-    """A cgroup v1 pids+memory pair for one sandbox, when the host lets us make one.
-
-    The launcher joins it (``_launcher``) before bwrap starts, so even a fork bomb's
-    first child is counted.
-    """
-
-    def __init__(self, spec: SandboxSpec) -> None:
-        self.dirs: list[Path] = []
-        name = f"dockyard/{uuid.uuid4().hex}"
-        settings = {
-            "pids": {"pids.max": str(spec.limits.max_processes)},
-            "memory": (
-                {"memory.limit_in_bytes": str(spec.limits.memory_bytes)}
-                if spec.limits.memory_bytes
-                else {}
-            ),
-        }
-        for controller, values in settings.items():
-            base = CGROUP_V1_ROOT / controller
-            if not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
-                continue
-            path = base / name
-            try:
-                path.mkdir(parents=True)
-                for key, value in values.items():
-                    (path / key).write_text(value)
-            except OSError:
-                self._remove(path)
-                continue
-            self.dirs.append(path)
-
-    def kill_all(self) -> None:
-        """Kill whatever is left in the group (the pid namespace normally did it)."""
-        for path in self.dirs:
-            with contextlib.suppress(OSError):
-                for pid in (path / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(int(pid), 9)
-
-    def close(self) -> None:
-        # SIGKILLed processes take a moment to leave the group, and the group cannot be
-        # removed until they have: wait (briefly) so that when the sandbox is reported
-        # stopped, nothing of it is still running and no empty group is left behind.
-        deadline = time.monotonic() + CGROUP_DRAIN_SECONDS
-        while self._members() and time.monotonic() < deadline:
-            self.kill_all()
-            time.sleep(0.005)
-        for path in self.dirs:
-            self._remove(path)
-
-    def _members(self) -> bool:
-        for path in self.dirs:
-            with contextlib.suppress(OSError):
-                if (path / "cgroup.procs").read_text().strip():
-                    return True
-        return False
-
-    @staticmethod
-    def _remove(path: Path) -> None:
-        with contextlib.suppress(OSError):
-            path.rmdir()
-
-
 # Joins the cgroups named before "--" (as root, so their files stay root's), then execs
-# the rest. A failed join is ignored, as a cgroup that could not be made is.
+# the rest. A failed join is ignored, as a cgroup that could not be made is. The shell
+# exports PWD (the server's working directory) to what it execs: unset, unless the
+# sandbox's environment sets it itself.
 _JOIN_CGROUPS = 'for f; do [ "$f" = -- ] && break; { echo $$ >"$f"; } 2>/dev/null; shift; done; shift; exec "$@"'
-LAUNCHER_TOOLS = ("/bin/sh", "/usr/bin/prlimit", "/usr/bin/setpriv")
+_JOIN_CGROUPS_WITHOUT_PWD = "unset PWD OLDPWD; " + _JOIN_CGROUPS
+LAUNCHER_TOOLS = ("/bin/sh", "/usr/bin/prlimit", "/usr/bin/setpriv", "/usr/bin/nsenter")
 
 
-def _launcher(spec: SandboxSpec, cgroup: _Cgroup | None) -> list[str]:
-    """The exec-only steps from this process to bwrap: join the cgroup, lower the
-    limits, drop to the sandbox uid (only root can, and must).
+def _launcher(spec: SandboxSpec, cgroup: SandboxCgroup | None) -> list[str]:
+    """The exec-only steps from this process to bwrap: join the cgroup, enter the network
+    namespace, lower the limits, drop to the sandbox uid (only root can, and must).
 
     Nothing runs in a forked copy of the server (no ``preexec_fn``, no ``user=``), so
     ``subprocess`` can use vfork: a fork copies the server's page tables, 10-30 ms for a
@@ -222,8 +165,13 @@ def _launcher(spec: SandboxSpec, cgroup: _Cgroup | None) -> list[str]:
     """
     steps: list[str] = []
     if cgroup is not None and cgroup.dirs:
-        procs = [str(path / "cgroup.procs") for path in cgroup.dirs]
-        steps += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *procs, "--"]
+        procs = [str(path) for path in cgroup.procs_files]
+        script = _JOIN_CGROUPS if "PWD" in spec.env else _JOIN_CGROUPS_WITHOUT_PWD
+        steps += ["/bin/sh", "-c", script, "sh", *procs, "--"]
+    if spec.netns is not None:
+        if os.geteuid() != 0:
+            raise BuildError("Entering an app's network namespace needs root.")
+        steps += ["/usr/bin/nsenter", f"--net={spec.netns}", "--"]
     limits = spec.limits
     steps += [
         "/usr/bin/prlimit",
@@ -264,16 +212,19 @@ def start(
     stdin: int | None = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in the sandbox and return the bwrap process (the caller stops it)."""
+    environment = exec_environment(spec.env)
     if spec.root is not None:
         prepare_root(spec)
-    cgroup = _Cgroup(spec) if os.geteuid() == 0 else None
+    cgroup = _cgroup(spec) if os.geteuid() == 0 else None
     try:
         proc = subprocess.Popen(
             [*_launcher(spec, cgroup), *command(spec, argv)],
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            env={"PATH": DEFAULT_PATH},
+            # The sandbox's whole environment, and nothing of the server's: bwrap passes
+            # its own on, and it is what the sandbox's /proc/1/environ shows.
+            env=environment,
             close_fds=True,
             start_new_session=True,
         )
@@ -289,6 +240,18 @@ def start(
     return proc
 
 
+def exec_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` as exec will take it; a variable it cannot carry is refused in words (the
+    API refuses them first: domain/variables.py)."""
+    for name, value in env.items():
+        if not name or "=" in name or "\x00" in name or "\x00" in value:
+            raise BuildError(
+                f"The environment variable {name!r} cannot be passed to a process: names "
+                "hold no '=' and neither names nor values a NUL character."
+            )
+    return dict(env)
+
+
 def terminate(proc: subprocess.Popen[bytes], *, grace_seconds: float) -> int:
     """Stop a sandboxed process: SIGTERM, a grace period, then SIGKILL of the whole sandbox."""
     namespace_init = _namespace_init(proc)
@@ -298,7 +261,7 @@ def terminate(proc: subprocess.Popen[bytes], *, grace_seconds: float) -> int:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_seconds)
     returncode = _kill(proc, namespace_init)
-    cgroup: _Cgroup | None = getattr(proc, "_dockyard_cgroup", None)
+    cgroup: SandboxCgroup | None = getattr(proc, "_dockyard_cgroup", None)
     if cgroup is not None:
         cgroup.close()
     for stream in (proc.stdout, proc.stderr, proc.stdin):
@@ -306,6 +269,20 @@ def terminate(proc: subprocess.Popen[bytes], *, grace_seconds: float) -> int:
             with contextlib.suppress(OSError):
                 stream.close()
     return returncode
+
+
+def _cgroup(spec: SandboxSpec) -> SandboxCgroup:
+    limits = spec.limits
+    return SandboxCgroup(
+        app_uid=spec.host_uid, memory_bytes=limits.memory_bytes, max_processes=limits.max_processes
+    )
+
+
+def oom_kills(proc: subprocess.Popen[bytes]) -> int:
+    """How many of the sandbox's processes the kernel killed for exceeding its memory limit
+    (0 without a memory cgroup); readable until ``terminate``."""
+    cgroup: SandboxCgroup | None = getattr(proc, "_dockyard_cgroup", None)
+    return 0 if cgroup is None else cgroup.oom_kills()
 
 
 def kill(proc: subprocess.Popen[bytes]) -> int:

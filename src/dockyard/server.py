@@ -9,9 +9,9 @@ Shutdown (SIGTERM) is the reverse: stop claiming, let running deployments end (a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
+import os
 import shutil
 import threading
 import time
@@ -22,32 +22,32 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from dockyard import sandbox
+from dockyard import datadir, sandbox
+from dockyard.api import frontdoor
 from dockyard.api.app import create_app
-from dockyard.api.httpproto import FewerCopiesHttpToolsProtocol
-from dockyard.bootstrap import Platform, build_platform
-from dockyard.errors import DockyardError
+from dockyard.api.attach import AttachServer
+from dockyard.bootstrap import Server, build_server
 from dockyard.pipeline import package
-from dockyard.router.proxy import Router
-from dockyard.router.table import RouteTable
-from dockyard.runtime.local import LocalRuntime
-from dockyard.runtime.supervisor import Supervisor
+from dockyard.platform import Platform
+from dockyard.services import addons as addons_service
 from dockyard.services import deployments as deployments_service
 from dockyard.services import sources as sources_service
 from dockyard.services.lifecycle import release_environment
-from dockyard.services.runtime_state import DatabaseStateStore
 from dockyard.settings import Settings
 from dockyard.worker.pool import WorkerPool
-from dockyard.worker.runner import run_deployment
 
 log = logging.getLogger("dockyard")
 
 SOURCE_SWEEP_SECONDS = 60
 STREAM_FLUSH_SECONDS = 0.5
+ADDONS_READY_SECONDS = 30.0
 
 
-def recover(platform: Platform, *, single_process: bool) -> None:
-    """Leave no deployment stuck after a crash, and no leftovers on disk."""
+def recover(platform: Platform, *, single_process: bool, own_builds: bool = False) -> None:
+    """Leave no deployment stuck after a crash, and no leftovers on disk. ``own_builds``:
+    no other process builds in this data dir (a worker's own), so whatever is in its
+    builds directory was left by this process's predecessor, even if another worker
+    ended that deployment."""
     for aborted in deployments_service.abort_orphans(
         db=platform.db, bus=platform.bus, everything=single_process
     ):
@@ -55,25 +55,54 @@ def recover(platform: Platform, *, single_process: bool) -> None:
     for leftover in platform.settings.builds_dir.iterdir():
         # Build directories of this process's predecessor; ``.removing-*`` ones were
         # being deleted in the background when it stopped.
-        if single_process or leftover.name.startswith(".removing-"):
+        if single_process or own_builds or leftover.name.startswith(".removing-"):
             shutil.rmtree(leftover, ignore_errors=True)
-    sweep = getattr(platform.blobs, "sweep_partials", None)
-    if sweep is not None:
-        sweep()
-    sources_service.sweep_expired(db=platform.db, blobs=platform.blobs)
+    platform.blobs.sweep_partials()
+    sources_service.sweep_expired(
+        db=platform.db, blobs=platform.blobs, holder_url=platform.settings.own_url
+    )
 
 
-# How the API speaks HTTP and WebSocket; the test servers use the same.
+# How the API speaks WebSocket; the test servers use the same (``protocol_options``).
 PROTOCOL_OPTIONS: dict[str, Any] = {
-    # Request bodies without uvicorn's two extra copies (api/httpproto.py).
-    "http": FewerCopiesHttpToolsProtocol,
-    # The stream writes pre-built frames straight to this implementation's connection
-    # (api/wsframes.py); named, so that an upgrade changing "auto" cannot slow it.
-    "ws": "websockets-sansio",
     "ws_max_size": 64 * 1024,  # the only client frame is a small auth message
     # Log frames are small; compressing each one cost a quarter of the event loop.
     "ws_per_message_deflate": False,
 }
+
+
+def protocol_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's protocol options for the API on ``settings``: HTTP through dockyard's
+    front door (its limits, api/frontdoor.py; request bodies without uvicorn's two extra
+    copies, api/httpproto.py), and WebSocket through uvicorn's websockets-sansio
+    implementation, to which the stream writes pre-built frames (api/wsframes.py)."""
+    limits = frontdoor.FrontDoorLimits(
+        max_head_bytes=settings.api_max_head_bytes,
+        max_headers=settings.api_max_headers,
+        header_timeout=float(settings.api_header_timeout),
+        max_connections_per_client=settings.api_max_connections_per_client,
+    )
+    return {**PROTOCOL_OPTIONS, **frontdoor.protocols(limits)}
+
+
+def restore_addons(platform: Platform) -> None:
+    """Start every provisioned addon's server again (they die with the server), on its
+    data; from then on they are supervised."""
+    servers = platform.addons
+    if servers is None:
+        return
+    # Backups a crash interrupted: never stored, their files are of no use.
+    shutil.rmtree(addons_service.scratch_dir(platform.settings.data_dir), ignore_errors=True)
+    servers.start()
+    if not platform.settings.is_postgres:  # one process: nothing else is provisioning
+        for addon_id in addons_service.finish_interrupted(db=platform.db, servers=servers):
+            log.warning("addon %s was interrupted while (de)provisioning: removed", addon_id)
+    for spec in addons_service.running_specs(db=platform.db):
+        servers.ensure_running(spec)
+    # Apps start next, and may connect to their database as they boot: give the servers
+    # (PostgreSQL replaying its log after a crash) a moment, not forever.
+    for addon_id in servers.wait_until_ready(ADDONS_READY_SECONDS):
+        log.warning("addon %s is not up yet; it is being started again", addon_id)
 
 
 def check_host(settings: Settings) -> None:
@@ -87,39 +116,21 @@ def check_host(settings: Settings) -> None:
         )
 
 
-def make_supervisor(platform: Platform, routes: RouteTable) -> Supervisor:
-    settings = platform.settings
-    if settings.runtime != "local":
-        raise DockyardError(
-            f"The {settings.runtime!r} runtime is not available in this version; use 'local'."
-        )
-    store = DatabaseStateStore(platform.db)
-    return Supervisor(
-        LocalRuntime(),
-        routes,
-        store,
-        boot_timeout=float(settings.boot_timeout),
-        stop_grace=settings.stop_grace_seconds,
-        drain_seconds=settings.drain_seconds,
-        logs_dir=settings.data_dir / "logs",
-        host_uid_for=store.sandbox_uid,
-        limits=sandbox.Limits(
-            memory_bytes=settings.app_memory_bytes, max_processes=settings.app_max_processes
-        ),
-    )
-
-
-def wire(platform: Platform) -> Starlette:
+def wire(server: Server) -> Starlette:
     """The full server: API app whose lifespan runs workers, supervisor and router."""
-    settings = platform.settings
-    routes = RouteTable()
-    supervisor = make_supervisor(platform, routes)
-    pool = WorkerPool(
-        platform, lambda p, d, stop: run_deployment(p, d, stopping=stop), workers=settings.workers
+    platform, supervisor, pool, router = (
+        server.platform,
+        server.supervisor,
+        server.pool,
+        server.router,
     )
-    router = Router(routes, apps_domain=settings.apps_domain)
-    platform.extras.update(
-        supervisor=supervisor, routes=routes, pool=pool, router=router, wake_workers=pool.wake
+    settings = platform.settings
+    one_offs = platform.one_offs
+    addons = platform.addons
+    attach = None if one_offs is None else AttachServer(
+        platform,
+        one_offs,
+        max_connections_per_client=settings.api_max_connections_per_client,
     )
 
     @asynccontextmanager
@@ -127,8 +138,15 @@ def wire(platform: Platform) -> Starlette:
         await platform.bus.start()
         await asyncio.to_thread(recover, platform, single_process=not settings.is_postgres)
         await router.start(settings.router_host, settings.router_port)
+        if platform.isolation is not None:  # the firewall for apps, before any of them runs
+            await asyncio.to_thread(platform.isolation.setup_host)
+        if attach is not None:
+            await attach.start(settings.host, settings.attach_port)
+        # Databases before apps: an app may connect to its own as it boots.
+        await asyncio.to_thread(restore_addons, platform)
         await asyncio.to_thread(
-            supervisor.restore, lambda name: release_environment(platform, name)
+            supervisor.restore,
+            lambda name: release_environment(db=platform.db, app_name=name),
         )
         supervision_stop = threading.Event()
         supervision = threading.Thread(
@@ -136,7 +154,7 @@ def wire(platform: Platform) -> Starlette:
         )
         supervision.start()
         pool.start()
-        sweeper = asyncio.create_task(_sweep_sources(platform))
+        sweeper = asyncio.create_task(sweep_sources(platform))
         _freeze_startup_objects()
         log.info(
             "dockyard API on %s, apps on http://*.%s:%s/",
@@ -149,9 +167,15 @@ def wire(platform: Platform) -> Starlette:
         finally:
             sweeper.cancel()
             await asyncio.to_thread(pool.stop)
-            await _flush_streams(platform)
+            await flush_streams(platform)
             supervision_stop.set()
+            if attach is not None:
+                await attach.close()
+            if one_offs is not None:
+                await asyncio.to_thread(one_offs.shutdown)
             await asyncio.to_thread(supervisor.shutdown)
+            if addons is not None:  # after the apps that use them
+                await asyncio.to_thread(addons.shutdown)
             await router.close()
             await platform.bus.close()
 
@@ -160,33 +184,32 @@ def wire(platform: Platform) -> Starlette:
 
 def _freeze_startup_objects() -> None:
     """Keep what start-up created (modules, the ORM's registries, the app) out of the
-    garbage collector's full passes. Each pass walked all of it: ~120 ms with the event
-    loop stopped, which showed as a stall of every live log stream (p99 delivery 90-120
-    ms, 24 ms once frozen). Start-up objects live as long as the server anyway."""
+    garbage collector's full passes: each pass walked all of it with the event loop
+    stopped, a stall of every live log stream (docs/performance.md). Start-up objects live
+    as long as the server anyway."""
     gc.collect()
     gc.freeze()
 
 
-async def _sweep_sources(platform: Platform) -> None:
+async def sweep_sources(platform: Platform) -> None:
     while True:
         await asyncio.sleep(SOURCE_SWEEP_SECONDS)
         try:
             await asyncio.to_thread(
-                sources_service.sweep_expired, db=platform.db, blobs=platform.blobs
+                sources_service.sweep_expired,
+                db=platform.db,
+                blobs=platform.blobs,
+                holder_url=platform.settings.own_url,
             )
         except Exception:
             log.exception("sweeping expired sources failed")
 
 
-async def _flush_streams(platform: Platform) -> None:
+async def flush_streams(platform: Platform) -> None:
     """Give open streams a moment to send the final statuses just published, then close them."""
-    tasks: set[Any] = platform.extras.get("stream_tasks", set())
-    if tasks:
+    if len(platform.streams):
         await asyncio.sleep(STREAM_FLUSH_SECONDS)
-    for task in list(tasks):
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+    await platform.streams.close_all()
 
 
 class DrainingServer(uvicorn.Server):
@@ -195,9 +218,9 @@ class DrainingServer(uvicorn.Server):
     would close the WebSockets first, and the official client fails on a stream closed
     before a final status). A second signal exits at once."""
 
-    def __init__(self, config: uvicorn.Config, platform: Platform) -> None:
+    def __init__(self, config: uvicorn.Config, pool: WorkerPool) -> None:
         super().__init__(config)
-        self.platform = platform
+        self.pool = pool
         self._draining = False
 
     def handle_exit(self, sig: int, frame: Any) -> None:
@@ -212,9 +235,7 @@ class DrainingServer(uvicorn.Server):
 
     def _drain(self, sig: int) -> None:
         try:
-            pool: WorkerPool | None = self.platform.extras.get("pool")
-            if pool is not None:
-                pool.stop()
+            self.pool.stop()
             time.sleep(STREAM_FLUSH_SECONDS)  # the final statuses reach the sockets
         finally:
             super().handle_exit(sig, None)
@@ -222,16 +243,20 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     check_host(settings)
-    platform = build_platform(settings)
-    app = wire(platform)
+    held = datadir.claim(settings.data_dir, "serve")
+    server = build_server(settings)
+    app = wire(server)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level="info",
-        **PROTOCOL_OPTIONS,
+        **protocol_options(settings),
         proxy_headers=False,
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    DrainingServer(config, platform).run()
+    try:
+        DrainingServer(config, server.pool).run()
+    finally:
+        os.close(held)

@@ -3,55 +3,72 @@
 Which buildpacks run, in this order of precedence:
 
 1. the app variable ``BUILDPACK_URL``: that one buildpack (its ``bin/detect`` must accept);
-2. a ``.buildpacks`` file in the app: every URL in it, in order, all compiled;
+2. a ``.buildpacks`` file in the app: every URL (or built-in name, such as ``go``) in it,
+   in order, as Scalingo's multi-buildpack runs them: each one's ``bin/detect`` just
+   before its compile, one that does not accept the app skipped with a line in the log,
+   and the default process types of the last one compiled;
 3. otherwise each built-in buildpack in ``builtins.BUILTIN_BUILDPACKS`` order (detected
    by dockyard itself, see ``builtins``); the first that accepts wins.
 
 Each step (``bin/detect BUILD``, ``bin/compile BUILD CACHE ENV_DIR``, ``bin/release
-BUILD``) runs in its own bubblewrap sandbox that sees::
+BUILD``) runs in a sandbox of its own (``executor``: bubblewrap on the host, or a
+container of the stack image when apps run in containers) that sees::
 
     /app                  the app (BUILD_DIR), writable; the runtime mounts the slug here too
     /cache                this app's deployment cache, writable
     /env                  ENV_DIR: one file per app variable, read-only
     /buildpack            the buildpack, read-only
     /opt/dockyard/bin/uv  our uv binary, read-only, on PATH
+    /opt/dockyard/go      for a built-in buildpack that needs it (``Builtin.toolchain``),
+                          a Go release from the host's store (``toolchains``), read-only;
+                          compile only, named by ``DOCKYARD_GO``
     /tmp                  private, empty; HOME
 
 and an environment built from nothing (``build_environment``): the app's variables, the
 CA bundle variables the package index proxy needs, and nothing of the platform's.
 
-dockyard's runner gives the steps a root directory of their own (``sandbox_root``):
-/app and /cache are then plain directories of one mount instead of two bind mounts, so
-compile can hard-link between them; ``/`` itself stays root's and unwritable.
+dockyard's runner gives the steps a root directory of their own (``sandbox_root``): in
+bubblewrap, /app and /cache are then plain directories of one mount instead of two bind
+mounts, so compile can hard-link between them; ``/`` itself stays root's and unwritable.
+(A container has the stack as its ``/``: /app and /cache are two mounts there.)
 
 Output is streamed to ``log`` line by line while it happens. A step that fails, runs out
 of time or is cancelled ends the build with a ``BuildError`` that says which and what to
-try; the sandbox (and every process started in it) is gone before the error is raised.
+try; the step (and every process started in it) is gone before the error is raised.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
 import re
-import resource
-import select
 import shutil
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import yaml
 
 from dockyard import sandbox
 from dockyard.domain.procfile import ProcfileError, parse_procfile
 from dockyard.errors import BuildError
-from dockyard.pipeline import keep
-from dockyard.pipeline.builtins import BUILTIN_BUILDPACKS, BUILTIN_NAMES, Builtin
+from dockyard.pipeline import golang, keep, toolchains
+from dockyard.pipeline.builtins import (
+    BUILTIN_BUILDPACKS,
+    BUILTIN_NAMES,
+    Builtin,
+    supported_languages,
+)
+from dockyard.pipeline.executor import (
+    BubblewrapExecutor,
+    Step,
+    StepExecutor,
+    UnsandboxedExecutor,
+)
 
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "buildpacks"
 
@@ -61,25 +78,27 @@ CACHE_MOUNT = "/cache"
 ENV_MOUNT = "/env"
 BUILDPACK_MOUNT = "/buildpack"
 TOOLS_MOUNT = "/opt/dockyard/bin"
+GO_MOUNT = "/opt/dockyard/go"
+TOOLCHAIN_STAGING_MOUNT = "/toolchain"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 STACK = "dockyard-debian-12"
 # The sandbox's own private tmpfs: caches tools keep in HOME never land in the slug.
 SANDBOX_HOME = "/tmp"  # noqa: S108
 
-POLL_SECONDS = 0.2
 MAX_LINE_CHARS = 8192
 FAILURE_TAIL_LINES = 25
 MAX_CONTROL_FILE_BYTES = 64 * 1024  # Procfile, .buildpacks
 MAX_RELEASE_BYTES = 1024 * 1024
 
-# bin/compile, then bin/release if there is one ("" if not), in one sandbox. The pipe the
-# sandbox gets as its stdin becomes fd 3 here and release's stdout; compile never sees it.
-# Compile's exit status goes first on that pipe, so that a failure is put down to the
-# step that failed (the sandbox's own status is the last step's).
+# bin/compile, then bin/release if there is one ("" if not), in one step. The step's
+# stdout becomes fd 3 here and release's stdout; everything else (compile's stdout and
+# stderr, release's stderr) goes to its stderr, the log. Compile's exit status goes first
+# on fd 3, so that a failure is put down to the step that failed (the step's own status
+# is the last command's).
 _COMPILE_THEN_RELEASE = (
     "/bin/sh",
     "-c",
-    """exec 3>&0 0</dev/null
+    """exec 3>&1 1>&2 0</dev/null
 release=$1
 shift
 "$@" 3>&-
@@ -115,6 +134,17 @@ class BuildContext:
     # between /cache and /app (a cached virtualenv restored in milliseconds, not copied).
     # Without it, /app and /cache are two bind mounts and hard links between them fail.
     sandbox_root: Path | None = None
+    # The host's toolchain store (``toolchains``); None: a store in the scratch directory,
+    # so each build installs what it needs.
+    toolchains_dir: Path | None = None
+    # The app's network namespace (``dockyard.isolation``): every step of every buildpack
+    # runs in it, so a build reaches what the app's instances do and nothing more.
+    netns: Path | None = None
+    # How the steps run (``executor``; ``dockyard.bootstrap`` picks it). None: bubblewrap,
+    # or a plain process group when ``sandbox_enabled`` is False.
+    executor: StepExecutor | None = None
+    # The app's name: a container step runs on the app's network.
+    app: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +162,7 @@ class _Buildpack:
     name: str  # a built-in's name or the URL it came from
     path: Path  # host directory
     builtin: Builtin | None = None  # detected by dockyard itself, not by a bin/detect
+    listed: bool = False  # named in .buildpacks: detected just before its compile
 
 
 @dataclass
@@ -165,8 +196,19 @@ def run_buildpacks(
         cache_ready()
     keep.discard_requests(ctx.cache_dir)  # only this build's requests count
     release = _Release()
+    compiled = []
     for pack in packs:
+        if pack.listed and not runner.detect(pack, required=True):
+            runner.log(f" !     {pack.name} does not accept this app (bin/detect): skipped")
+            continue
         _merge_release(release, runner.compile_and_release(pack))
+        compiled.append(pack)
+    if not compiled:
+        raise BuildError(
+            "None of the buildpacks listed in .buildpacks accepts this app (each one's "
+            "bin/detect said no). Check the list, or remove .buildpacks to let dockyard "
+            "choose a built-in buildpack."
+        )
     try:
         procfile = parse_procfile(_read_app_file(ctx.app_dir, "Procfile") or "")
     except ProcfileError as exc:
@@ -175,7 +217,7 @@ def run_buildpacks(
     for name, command in release.process_types.items():
         process_types.setdefault(name, command)
     return BuildResult(
-        buildpacks=[pack.name for pack in packs],
+        buildpacks=[pack.name for pack in compiled],
         process_types=process_types,
         config_vars=release.config_vars,
     )
@@ -215,51 +257,64 @@ def build_environment(
     return env
 
 
+class ReleaseYamlError(ValueError):
+    """``bin/release`` printed something that is not the YAML a buildpack must print."""
+
+
 def parse_release(text: str) -> tuple[dict[str, str], dict[str, str]]:
     """``(default_process_types, config_vars)`` from ``bin/release`` YAML output.
 
-    Buildpacks print a tiny, fixed shape of YAML (two mappings of scalars, maybe an
-    ``addons`` list); this reads that shape without a YAML dependency and ignores the rest.
+    Buildpacks print two mappings of scalars (and maybe an ``addons`` list, which dockyard
+    does not provide and ignores). Raises ``ReleaseYamlError`` saying what is wrong.
     """
-    sections: dict[str, dict[str, str]] = {"default_process_types": {}, "config_vars": {}}
-    current: dict[str, str] | None = None
-    for raw in text.splitlines():
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#") or stripped in ("---", "..."):
-            continue
-        if not raw[0].isspace():
-            key, _, rest = stripped.partition(":")
-            current = sections.get(key.strip())
-            rest = rest.strip()
-            if current is not None and rest.startswith("{") and rest != "{}":
-                for item in rest.strip("{}").split(","):
-                    name, sep, value = item.partition(":")
-                    if sep:
-                        current[_yaml_scalar(name)] = _yaml_scalar(value)
-                current = None
-            continue
-        if current is None or stripped.startswith("-"):
-            continue
-        name, sep, value = stripped.partition(":")
-        if sep and name.strip():
-            current[_yaml_scalar(name)] = _yaml_scalar(value)
-    return sections["default_process_types"], sections["config_vars"]
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ReleaseYamlError(f"it is not valid YAML ({_yaml_problem(exc)})") from None
+    if document is None:
+        return {}, {}
+    if not isinstance(document, dict):
+        raise ReleaseYamlError("it is not a YAML mapping")
+    return (
+        _scalar_mapping(document, "default_process_types"),
+        _scalar_mapping(document, "config_vars"),
+    )
 
 
-def _yaml_scalar(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        with contextlib.suppress(ValueError):
-            return str(json.loads(text))
-        return text[1:-1]
-    if len(text) >= 2 and text[0] == text[-1] == "'":
-        return text[1:-1].replace("''", "'")
-    comment = text.find(" #")
-    return text[:comment].rstrip() if comment >= 0 else text
+def _scalar_mapping(document: dict[object, object], section: str) -> dict[str, str]:
+    mapping = document.get(section)
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise ReleaseYamlError(f"{section} is not a mapping")
+    values: dict[str, str] = {}
+    for name, value in mapping.items():
+        if isinstance(value, dict | list):
+            raise ReleaseYamlError(f"{section}.{name} is not a single value")
+        values[_yaml_text(name)] = _yaml_text(value)
+    return values
+
+
+def _yaml_text(value: object) -> str:
+    # Unquoted YAML scalars load as numbers, booleans or null; a variable or a command
+    # wants the text that was written (``true``, not Python's ``True``).
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None) or "unreadable"
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}" if mark is not None else str(problem)
 
 
 def _merge_release(into: _Release, release: _Release) -> None:
-    into.process_types.update(release.process_types)
+    # The last buildpack's release says the default process types (Scalingo's
+    # multi-buildpack); variables add up, later ones winning.
+    into.process_types = dict(release.process_types)
     for name, value in release.config_vars.items():
         if name == "PATH" and "PATH" in into.config_vars:
             # Each buildpack puts its own bin directory first; keep all of them.
@@ -288,15 +343,16 @@ def _choose_buildpacks(
         urls = [u for u in urls if u and not u.startswith("#")]
         if urls:
             runner.log(f"-----> Using the {len(urls)} buildpacks listed in .buildpacks")
-            return [runner.resolve(u, fetch_buildpack) for u in urls]
+            return [replace(runner.resolve(u, fetch_buildpack), listed=True) for u in urls]
     for builtin in BUILTIN_BUILDPACKS:
         pack = runner.resolve(builtin.name, fetch_buildpack)
         if runner.detect(pack, required=False):
             return [pack]
-    looked_for = ", ".join(f"{b.looks_for} ({b.name})" for b in BUILTIN_BUILDPACKS)
     raise BuildError(
-        f"No buildpack matched this app: looked for {looked_for}. "
-        "Add one of these files at the root of the archive, or set BUILDPACK_URL."
+        "No buildpack matched this app: dockyard did not recognise its language. "
+        f"Its built-in buildpacks support {supported_languages()}. "
+        "Add the file for the app's language at the root of the archive, or name a "
+        "buildpack in BUILDPACK_URL or in a .buildpacks file."
     )
 
 
@@ -364,6 +420,12 @@ class _Runner:
         self.tools_dir = ctx.scratch_dir / "bin"
         self.fetched = 0
         self.uv = _uv_binary()
+        self.executor = ctx.executor or (
+            BubblewrapExecutor() if ctx.sandbox_enabled else UnsandboxedExecutor()
+        )
+        self.sandboxed = not self.executor.host_paths
+        # Where the cache is while compile runs: moved into a shared root (``_cache_in_root``).
+        self.cache_now = ctx.cache_dir
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -388,18 +450,18 @@ class _Runner:
         sandbox.prepare_writable_dir(self.env_dir, ctx.host_uid)  # read-only in the sandbox
         self.tools_dir.mkdir(mode=0o755, exist_ok=True)
         if self.uv is not None and (
-            not ctx.sandbox_enabled or _blocking_dir(self.uv, ctx.host_uid) is not None
+            not self.sandboxed or _blocking_dir(self.uv, ctx.host_uid) is not None
         ):
             # Without a sandbox there is no /opt/dockyard/bin: PATH gets this directory.
             # With one, uv lives somewhere the sandbox uid cannot reach: give it a copy.
             target = self.tools_dir / "uv"
-            if ctx.sandbox_enabled:
+            if self.sandboxed:
                 shutil.copy2(self.uv, target)
             else:
                 target.symlink_to(self.uv)
             self.uv = target
         for path in (ctx.app_dir, ctx.cache_dir, ctx.scratch_dir):
-            blocked = _blocking_dir(path, ctx.host_uid) if ctx.sandbox_enabled else None
+            blocked = _blocking_dir(path, ctx.host_uid) if self.sandboxed else None
             if blocked is not None:
                 raise BuildError(
                     f"The build sandbox cannot reach {path}: {blocked} is not searchable by "
@@ -411,7 +473,7 @@ class _Runner:
         builtin = BUILTIN_NAMES.get(name_or_url)
         if builtin is not None:
             path = BUILTIN_ROOT / name_or_url
-            if self.ctx.sandbox_enabled and _blocking_dir(path, self.ctx.host_uid) is not None:
+            if self.sandboxed and _blocking_dir(path, self.ctx.host_uid) is not None:
                 copy = self.ctx.scratch_dir / "buildpacks" / name_or_url
                 if not copy.exists():
                     shutil.copytree(path, copy)
@@ -489,9 +551,15 @@ class _Runner:
             self._inside("env"),
         ]
         out: list[str] = []
+        lent = self._lend_toolchain(pack)
         with self._cache_in_root():
             status = self._run(
-                pack, argv, on_output=show, on_release_output=out.append, with_cache=True
+                pack,
+                argv,
+                on_output=show,
+                on_release_output=out.append,
+                with_cache=True,
+                toolchain=lent,
             )
         compiled, yaml_lines = (out[0] if out else ""), out[1:]
         if not compiled.startswith("compiled "):  # stopped before compile was over
@@ -504,7 +572,13 @@ class _Runner:
                 f"The {pack.name} buildpack's release step failed (exit status {status}). "
                 "Its output is above; bin/release must print YAML and exit 0."
             )
-        process_types, config_vars = parse_release("\n".join(yaml_lines))
+        try:
+            process_types, config_vars = parse_release("\n".join(yaml_lines))
+        except ReleaseYamlError as exc:
+            raise BuildError(
+                f"The {pack.name} buildpack's release step printed output dockyard cannot"
+                f" read: {exc}. bin/release must print YAML and exit 0."
+            ) from None
         return _Release(process_types, config_vars)
 
     # -- running -------------------------------------------------------------------------
@@ -513,27 +587,29 @@ class _Runner:
     def _cache_in_root(self) -> Iterator[None]:
         """With a sandbox root, the cache is moved under it while compile runs (a rename:
         same file system), and back where the caller keeps it afterwards."""
-        root = self.ctx.sandbox_root if self.ctx.sandbox_enabled else None
+        root = self.ctx.sandbox_root if self.executor.shares_root else None
         if root is None:
             yield
             return
         inside = root / CACHE_MOUNT.lstrip("/")
         self.ctx.cache_dir.rename(inside)
+        self.cache_now = inside
         try:
             yield
         finally:
             inside.rename(self.ctx.cache_dir)
+            self.cache_now = self.ctx.cache_dir
 
     def _inside(self, what: str) -> str:
         """A path as the buildpack sees it: mount points, or host paths when unsandboxed."""
-        if self.ctx.sandbox_enabled:
+        if self.sandboxed:
             return {"app": APP_MOUNT, "cache": CACHE_MOUNT, "env": ENV_MOUNT}[what]
         return str(
             {"app": self.ctx.app_dir, "cache": self.ctx.cache_dir, "env": self.env_dir}[what]
         )
 
     def _script(self, pack: _Buildpack, step: str) -> str:
-        if self.ctx.sandbox_enabled:
+        if self.sandboxed:
             return f"{BUILDPACK_MOUNT}/bin/{step}"
         return str(pack.path / "bin" / step)
 
@@ -545,69 +621,142 @@ class _Runner:
         on_output: Callable[[str], None],
         on_release_output: Callable[[str], None] | None = None,
         with_cache: bool = False,
+        toolchain: toolchains.Lent | None = None,
     ) -> int:
-        """Run ``argv`` in a sandbox for ``pack``; returns its exit status. Its stdout and
-        stderr go to ``on_output`` line by line. With ``on_release_output``, a pipe is
-        its stdin (``_COMPILE_THEN_RELEASE`` makes it release's stdout), read into that,
-        at most ``MAX_RELEASE_BYTES``."""
+        """Run ``argv`` as a step of ``pack``; returns its exit status. Its output goes to
+        ``on_output`` line by line. With ``on_release_output``, its stdout goes there
+        instead (``_COMPILE_THEN_RELEASE`` makes it release's), at most
+        ``MAX_RELEASE_BYTES``."""
         self._check_time()
-        stdin: int = subprocess.DEVNULL
-        release_pipe = os.pipe() if on_release_output is not None else None
-        if release_pipe is not None:
-            stdin = release_pipe[1]
-        try:
-            with self._spawn(pack, argv, stdin=stdin, with_cache=with_cache) as proc:
-                assert proc.stdout is not None
-                handlers = {proc.stdout.fileno(): on_output}
-                caps = {}
-                if release_pipe is not None and on_release_output is not None:
-                    os.close(release_pipe[1])  # the sandbox has it; EOF once it is done
-                    release_pipe = (release_pipe[0], -1)
-                    handlers[release_pipe[0]] = on_release_output
-                    caps[release_pipe[0]] = MAX_RELEASE_BYTES
-                self._pump(proc, handlers, caps=caps)
-                return proc.wait()
-        finally:
-            for fd in release_pipe or ():
-                if fd >= 0:
-                    os.close(fd)
+        return self._execute(
+            self._step(pack, argv, with_cache=with_cache, toolchain=toolchain),
+            on_output=on_output,
+            on_release_output=on_release_output,
+        )
 
-    @contextlib.contextmanager
-    def _spawn(
-        self, pack: _Buildpack, argv: list[str], *, stdin: int, with_cache: bool
-    ) -> Iterator[subprocess.Popen[bytes]]:
-        """A step's sandbox. Only compile (and release after it) gets the cache: detect
+    def _execute(
+        self,
+        step: Step,
+        *,
+        on_output: Callable[[str], None],
+        on_release_output: Callable[[str], None] | None = None,
+    ) -> int:
+        lines = _LineBuffer(on_output)
+        release: Callable[[bytes], None] | None = None
+        release_lines = _LineBuffer(on_release_output) if on_release_output else None
+        if release_lines is not None:
+            received = [0]
+
+            def release(chunk: bytes) -> None:
+                received[0] += len(chunk)
+                if received[0] > MAX_RELEASE_BYTES:
+                    raise BuildError(
+                        f"A buildpack step printed more than {MAX_RELEASE_BYTES} bytes."
+                    )
+                release_lines.feed(chunk)
+
+        status = self.executor.run(step, output=lines.feed, release=release, check=self._check_time)
+        lines.close()
+        if release_lines is not None:
+            release_lines.close()
+        return status
+
+    def _step(
+        self,
+        pack: _Buildpack,
+        argv: list[str],
+        *,
+        with_cache: bool,
+        toolchain: toolchains.Lent | None = None,
+    ) -> Step:
+        """A step of ``pack``. Only compile (and release after it) gets the cache: detect
         is given the build directory alone."""
         ctx = self.ctx
-        if not ctx.sandbox_enabled:
+        if not self.sandboxed:
             home = ctx.scratch_dir / "home"
             sandbox.prepare_writable_dir(home, ctx.host_uid)
             env = build_environment(ctx.env, tools_dir=str(self.tools_dir), home=str(home))
-            with _unsandboxed(argv, env, ctx, stdin=stdin) as proc:
-                yield proc
-            return
-        mounts = []
-        if ctx.sandbox_root is None:  # otherwise they are directories of the root
-            mounts.append(sandbox.Mount(ctx.app_dir, APP_MOUNT, writable=True))
-            if with_cache:
-                mounts.append(sandbox.Mount(ctx.cache_dir, CACHE_MOUNT, writable=True))
+            if toolchain is not None:
+                env["DOCKYARD_GO"] = str(toolchain.root)
+            return Step(
+                argv=argv, env=env, mounts=(), cwd=str(ctx.app_dir), host_uid=ctx.host_uid,
+                limits=ctx.limits,
+            )  # fmt: skip
+        mounts = [sandbox.Mount(ctx.app_dir, APP_MOUNT, writable=True)]
+        if with_cache:
+            mounts.append(sandbox.Mount(self.cache_now, CACHE_MOUNT, writable=True))
         mounts += [
             sandbox.Mount(self.env_dir, ENV_MOUNT),
             sandbox.Mount(pack.path, BUILDPACK_MOUNT),
         ]
         if self.uv is not None:
             mounts.append(sandbox.Mount(self.uv, f"{TOOLS_MOUNT}/uv"))
-        spec = sandbox.SandboxSpec(
-            host_uid=ctx.host_uid,
+        env = build_environment(ctx.env)
+        if toolchain is not None:
+            mounts.append(sandbox.Mount(toolchain.root, GO_MOUNT))
+            env["DOCKYARD_GO"] = GO_MOUNT
+        return Step(
+            argv=argv,
+            env=env,
             mounts=mounts,
-            env=build_environment(ctx.env),
             cwd=APP_MOUNT,
+            host_uid=ctx.host_uid,
             limits=ctx.limits,
             hostname="build",
-            root=ctx.sandbox_root,
+            app=ctx.app,
+            netns=ctx.netns,
+            root=ctx.sandbox_root if self.executor.shares_root else None,
+            time_limit=self.deadline - time.monotonic(),
         )
-        with sandbox.spawn(spec, argv, stdin=stdin) as proc:
-            yield proc
+
+    # -- toolchains ----------------------------------------------------------------------
+
+    def _lend_toolchain(self, pack: _Buildpack) -> toolchains.Lent | None:
+        """The toolchain a built-in buildpack needs, installed once per host (``toolchains``)."""
+        if pack.builtin is None or pack.builtin.toolchain != "go":
+            return None
+        store_dir = self.ctx.toolchains_dir or self.ctx.scratch_dir / "toolchains"
+        return toolchains.lend_go(
+            golang.requested_go(self.ctx.app_dir, self.ctx.env),
+            store=toolchains.GoStore(store_dir),
+            install=self._install_toolchain,
+            log=self.log,
+            check=self._check_time,
+        )
+
+    def _install_toolchain(self, staging: Path, requirement: str) -> int:
+        """``uv pip install --target`` into ``staging`` in a step of its own: it sees
+        neither the app nor its variables (an app's UV_INDEX_URL must not choose what every
+        app's builds will run), only the staging directory and uv."""
+        if self.uv is None:
+            raise BuildError("dockyard's uv is missing, so no toolchain can be installed.")
+        sandbox.prepare_writable_dir(staging, self.ctx.host_uid)
+        inside = TOOLCHAIN_STAGING_MOUNT if self.sandboxed else str(staging)
+        uv = f"{TOOLS_MOUNT}/uv" if self.sandboxed else str(self.uv)
+        argv = [uv, "pip", "install", "--target", inside, "--no-deps", "--no-cache"]
+        argv += ["--no-compile", "--python", "/usr/bin/python3", requirement]
+        if toolchains.index_url() != toolchains.DEFAULT_INDEX:
+            argv[3:3] = ["--default-index", toolchains.index_url()]
+        env = build_environment({})
+        env["UV_LINK_MODE"] = "copy"  # its temporary cache is on another file system
+        mounts = []
+        if self.sandboxed:
+            mounts = [
+                sandbox.Mount(staging, TOOLCHAIN_STAGING_MOUNT, writable=True),
+                sandbox.Mount(self.uv, f"{TOOLS_MOUNT}/uv"),
+            ]
+        step = Step(
+            argv=argv,
+            env=env,
+            mounts=mounts,
+            cwd=inside,
+            host_uid=self.ctx.host_uid,
+            limits=self.ctx.limits,
+            hostname="toolchain",
+            app=self.ctx.app,
+            time_limit=self.deadline - time.monotonic(),
+        )
+        return self._execute(step, on_output=lambda line: self.log(f"       {line}"))
 
     def _check_time(self) -> None:
         if self.cancelled():
@@ -618,43 +767,6 @@ class _Runner:
                 "Make it faster (the cache speeds up later builds), or ask the operator "
                 "for a longer build timeout."
             )
-
-    def _pump(
-        self,
-        proc: subprocess.Popen[bytes],
-        handlers: dict[int, Callable[[str], None]],
-        *,
-        caps: Mapping[int, int],
-    ) -> None:
-        """Feed each pipe's lines to its handler until all close; a pipe in ``caps`` may
-        carry at most that many bytes.
-
-        Polls the deadline and ``cancelled`` every ``POLL_SECONDS``; raising from here
-        leaves the caller's ``spawn`` block, which kills the whole sandbox.
-        """
-        buffers = {fd: _LineBuffer(handler) for fd, handler in handlers.items()}
-        read = dict.fromkeys(handlers, 0)
-        exited_at: float | None = None
-        while buffers:
-            self._check_time()
-            ready, _, _ = select.select(list(buffers), [], [], POLL_SECONDS)
-            for fd in ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    buffers.pop(fd).close()
-                    continue
-                read[fd] += len(chunk)
-                if fd in caps and read[fd] > caps[fd]:
-                    raise BuildError(f"A buildpack step printed more than {caps[fd]} bytes.")
-                buffers[fd].feed(chunk)
-            if not ready and proc.poll() is not None:
-                # The step is over and its sandbox with it; a pipe still open this long
-                # after that is not going to say anything more.
-                exited_at = exited_at or time.monotonic()
-                if time.monotonic() - exited_at > 1.0:
-                    break
-        for buffer in buffers.values():
-            buffer.close()
 
 
 class _LineBuffer:
@@ -707,47 +819,3 @@ def _compile_failure(pack: _Buildpack, status: int, tail: list[str], limits: san
         "or its dependency files, and deploy again. If a stale cache is to blame, reset it "
         "(dockyard deployment-delete-cache) and redeploy."
     )
-
-
-@contextlib.contextmanager
-def _unsandboxed(
-    argv: list[str], env: dict[str, str], ctx: BuildContext, *, stdin: int
-) -> Iterator[subprocess.Popen[bytes]]:
-    """The operator turned the sandbox off: still a scrubbed environment, the build uid,
-    limits, and a process group that is killed as a whole afterwards."""
-    limits = ctx.limits
-
-    def apply_limits() -> None:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-
-    as_root = os.geteuid() == 0
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ctx.app_dir,
-            close_fds=True,
-            start_new_session=True,
-            preexec_fn=apply_limits,
-            user=ctx.host_uid if as_root else None,
-            group=ctx.host_uid if as_root else None,
-            extra_groups=[] if as_root else None,
-        )
-    except OSError as exc:
-        raise BuildError(
-            f"The buildpack step could not be started: {exc.strerror or exc}."
-        ) from exc
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()

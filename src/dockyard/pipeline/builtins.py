@@ -27,6 +27,10 @@ class Builtin:
     label: str  # what the build log says: "-----> Python app detected"
     looks_for: str  # for the "nothing matched" message
     accepts: Callable[[Path], bool]  # the unpacked app's directory -> is it this kind?
+    language: str  # for the "nothing matched" message: "Python", "static sites"
+    # A toolchain dockyard installs once per host and lends to the build read-only
+    # (``toolchains``): "go", or None for a buildpack that brings what it needs.
+    toolchain: str | None = None
 
 
 def app_file(app_dir: Path, relative: str) -> Path | None:
@@ -60,16 +64,53 @@ def _is_python(app: Path) -> bool:
         return _PROJECT_TABLE.search(file.read(MAX_MARKER_READ_BYTES)) is not None
 
 
+# What Scalingo's and Heroku's Go buildpacks recognise: modules, and the older dependency
+# managers' files (godep, govendor, glide, dep).
+GO_MARKERS = ("go.mod", "Godeps/Godeps.json", "vendor/vendor.json", "glide.yaml", "Gopkg.lock")
+
 # First match wins; procfile is the last resort.
 BUILTIN_BUILDPACKS: tuple[Builtin, ...] = (
-    Builtin("python", "Python", "requirements.txt, pyproject.toml, Pipfile, setup.py", _is_python),
-    Builtin("nodejs", "Node.js", "package.json", lambda app: _has(app, "package.json")),
+    Builtin(
+        "python",
+        "Python",
+        "requirements.txt, pyproject.toml, Pipfile, setup.py",
+        _is_python,
+        language="Python",
+    ),
+    Builtin(
+        "nodejs",
+        "Node.js",
+        "package.json",
+        lambda app: _has(app, "package.json"),
+        language="Node.js",
+    ),
+    Builtin(
+        "go",
+        "Go",
+        ", ".join(GO_MARKERS),
+        lambda app: _has(app, *GO_MARKERS),
+        language="Go",
+        toolchain="go",
+    ),
     Builtin(
         "static",
         "Static",
         "index.html",
         lambda app: _has(app, "index.html", "public/index.html"),
+        language="static sites",
     ),
-    Builtin("procfile", "Procfile", "Procfile", lambda app: _has(app, "Procfile")),
+    Builtin(
+        "procfile",
+        "Procfile",
+        "Procfile",
+        lambda app: _has(app, "Procfile"),
+        language="any program the stack already has, started by a Procfile",
+    ),
 )
 BUILTIN_NAMES = {builtin.name: builtin for builtin in BUILTIN_BUILDPACKS}
+
+
+def supported_languages() -> str:
+    """What the build log says when nothing was recognised: "Python (requirements.txt,
+    ...); Node.js (package.json); ..."."""
+    return "; ".join(f"{b.language} ({b.looks_for})" for b in BUILTIN_BUILDPACKS)

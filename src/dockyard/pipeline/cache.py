@@ -130,6 +130,7 @@ def checkout(saved: Path, working: Path, *, owner: int | None = None) -> str:
 def save(working: Path, saved: Path, *, seen_generation: str) -> bool:
     """Make ``working`` the saved cache (atomic swap), unless the cache was reset since
     the build checked it out: then the user asked for an empty cache, and gets it."""
+    _wait_settled(saved)  # its copy being made now would be of the cache replaced
     if generation(saved) != seen_generation:
         return False
     with _lock:

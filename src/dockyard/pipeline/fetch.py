@@ -1,6 +1,6 @@
 """Download an archive or clone a buildpack from a URL a user gave us.
 
-This module is the server-side request forgery boundary (SECURITY.md, "Fetching
+This module is the server-side request forgery boundary (docs/security.md, "Fetching
 source_url"). A user-supplied URL may only make dockyard open a TCP connection to an
 address that was checked here:
 

@@ -53,8 +53,9 @@ def discard_requests(cache_dir: Path) -> None:
 
 def apply_requests(
     cache_dir: Path, app_dir: Path, *, owner: int | None, log: Callable[[str], None]
-) -> None:
-    """Keep what the build asked for (see the module docstring), then forget the requests.
+) -> list[str]:
+    """Keep what the build asked for (see the module docstring), then forget the requests;
+    the app's directories kept (relative paths).
 
     ``owner`` (only root can give files away) gets the directories made in the cache, so
     that the next build can move and delete what is in them. A request that cannot be
@@ -63,6 +64,7 @@ def apply_requests(
     """
     requests = _read_requests(cache_dir, log)
     discard_requests(cache_dir)
+    kept = []
     for line in requests:
         try:
             cache_rel, app_rel = _parse(line)
@@ -71,6 +73,9 @@ def apply_requests(
             _keep(source, target, owner)
         except _Refused as exc:
             log(f" !     Not kept in the cache ({REQUESTS_FILE}: {line!r}): {exc}")
+        else:
+            kept.append("/".join(app_rel))
+    return kept
 
 
 def give_to(cache_dir: Path, uid: int) -> None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 import threading
 
 from dockyard.services.events import DeploymentLog
+from dockyard.worker.outputcap import OutputCap
 
 MAX_BATCH = 500
 
 
 class BatchingLog:
-    def __init__(self, log: DeploymentLog) -> None:
+    def __init__(self, log: DeploymentLog, *, max_bytes: int | None = None) -> None:
         self.log = log
+        # What is stored of a flood is bounded, and so is what waits here (worker/outputcap.py).
+        self._cap = OutputCap(max_bytes) if max_bytes is not None else None
         self._pending: list[str] = []
         self._writing = False
         self._closed = False
@@ -28,6 +31,8 @@ class BatchingLog:
     def __call__(self, line: str) -> None:
         with self._condition:
             self._raise_if_failed()
+            if self._cap is not None and not self._cap.admit(line):
+                return  # held back by the cap, or cut
             self._pending.append(line)
             self._condition.notify_all()
 
@@ -47,6 +52,8 @@ class BatchingLog:
             self._condition.wait_for(lambda: not self._writing or self._error is not None)
             self._raise_if_failed()
             taken, self._pending = self._pending, []
+            if self._cap is not None:
+                taken += self._cap.take_tail()
             return taken
 
     def put_back(self, lines: list[str]) -> None:
@@ -62,6 +69,10 @@ class BatchingLog:
             raise RuntimeError("the deployment log could not be stored") from self._error
 
     def close(self) -> None:
+        if self._cap is not None:
+            with self._condition:
+                self._pending += self._cap.take_tail()
+                self._condition.notify_all()
         try:
             self.flush()
         finally:

@@ -11,24 +11,36 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from dockyard.bootstrap import Platform
-from dockyard.db.models import Deployment
+from dockyard.domain.records import DeploymentRecord
+from dockyard.platform import Platform
 from dockyard.services import deployments as deployments_service
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 30
+# How often an idle worker looks for queued deployments it was not woken for. With
+# PostgreSQL another process may queue them; with SQLite only this server does, and it
+# wakes a worker for each (``wake``), so the look is only a safety net there.
 IDLE_POLL_SECONDS = 0.5
+SINGLE_PROCESS_IDLE_POLL_SECONDS = 5.0
 
-RunDeployment = Callable[[Platform, Deployment, threading.Event], object]
+RunDeployment = Callable[[Platform, DeploymentRecord, threading.Event], object]
 
 
 class WorkerPool:
-    def __init__(self, platform: Platform, run: RunDeployment, *, workers: int) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        run: RunDeployment,
+        *,
+        workers: int,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
+    ) -> None:
         self.platform = platform
         self.run = run
         self.workers = workers
+        self.idle_poll_seconds = idle_poll_seconds
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = platform.settings.lease_seconds
         self.stopping = threading.Event()
         self._wake = threading.Condition()
         # Counts ``wake`` calls. A worker notes it before it looks and waits afterwards only
@@ -73,7 +85,7 @@ class WorkerPool:
                     db=self.platform.db,
                     bus=self.platform.bus,
                     worker_id=self.worker_id,
-                    lease_seconds=LEASE_SECONDS,
+                    lease_seconds=self.lease_seconds,
                 )
             except Exception:
                 log.exception("claiming a deployment failed")
@@ -81,7 +93,7 @@ class WorkerPool:
             if deployment is None:
                 with self._wake:
                     if self._commits == seen and not self.stopping.is_set():
-                        self._wake.wait(timeout=IDLE_POLL_SECONDS)
+                        self._wake.wait(timeout=self.idle_poll_seconds)
                 continue
             try:
                 self.run(self.platform, deployment, self.stopping)
@@ -91,10 +103,10 @@ class WorkerPool:
             # worker looks for it at once (waking another as well only doubled the look).
 
     def _housekeeping(self) -> None:
-        while not self.stopping.wait(LEASE_SECONDS / 3):
+        while not self.stopping.wait(self.lease_seconds / 3):
             try:
                 deployments_service.renew_leases(
-                    db=self.platform.db, worker_id=self.worker_id, lease_seconds=LEASE_SECONDS
+                    db=self.platform.db, worker_id=self.worker_id, lease_seconds=self.lease_seconds
                 )
                 if self.platform.settings.is_postgres:
                     for aborted in deployments_service.abort_orphans(

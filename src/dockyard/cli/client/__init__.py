@@ -10,11 +10,14 @@ import typer
 
 from dockyard.cli.client import (
     commands_account,
+    commands_addons,
     commands_apps,
     commands_deploy,
     commands_deployments,
     commands_env,
+    commands_formation,
     commands_logs,
+    commands_run,
 )
 from dockyard.cli.client.errors import reported
 
@@ -24,7 +27,10 @@ MODULES = (
     commands_env,
     commands_deploy,
     commands_deployments,
+    commands_formation,
     commands_logs,
+    commands_run,
+    commands_addons,
 )
 
 

@@ -1,4 +1,4 @@
-"""``create``, ``apps``, ``destroy``, ``open``, ``restart``."""
+"""``create``, ``apps``, ``destroy``, ``open``."""
 
 from __future__ import annotations
 
@@ -113,18 +113,9 @@ def open_app(
         webbrowser.open(url)
 
 
-def restart(app: AppOption = None) -> None:
-    """Restart the app's processes."""
-    name = resolve_app(app)
-    with open_api() as api:
-        api.post(f"/v1/apps/{name}/restart")
-    stdout().print(f"Restarting {escape(name)}.")
-
-
 COMMANDS = {
     "create": create,
     "apps": apps,
     "destroy": destroy,
     "open": open_app,
-    "restart": restart,
 }

@@ -1,4 +1,5 @@
-"""``deployments``, ``deployment-logs``, ``deployment-follow``, ``deployment-delete-cache``."""
+"""``deployments``, ``deployment-logs``, ``deployment-follow``, ``deployment-delete-cache``,
+``rollback``."""
 
 from __future__ import annotations
 
@@ -101,7 +102,36 @@ def deployment_delete_cache(app: AppOption = None) -> None:
     stdout().print(f"Build cache of {escape(name)} deleted.")
 
 
+def rollback(
+    deployment: Annotated[
+        str | None,
+        typer.Argument(
+            help="The deployment whose release to start again (default: the one before the current)."
+        ),
+    ] = None,
+    app: AppOption = None,
+    follow: Annotated[
+        bool, typer.Option("--follow/--no-follow", help="Stream the rollback's log.")
+    ] = True,
+) -> None:
+    """Serve a previous (still kept) release again, without a build, as a new deployment."""
+    name = resolve_app(app)
+    with open_api() as api:
+        body = {} if deployment is None else {"deployment_id": deployment}
+        created = api.post(f"/v1/apps/{name}/rollback", body)["deployment"]
+        stdout().print(
+            f"Rollback [bold]{escape(created['id'])}[/] of {escape(name)} to the release of "
+            f"deployment {escape(str(created.get('rollback_of')))} "
+            f"({escape(str(created.get('git_ref')))}) created."
+        )
+        if not follow:
+            stdout().print(f"Follow it with `dockyard deployment-follow {escape(created['id'])}`.")
+            return
+        watch(api, name, created["id"])
+
+
 COMMANDS = {
+    "rollback": rollback,
     "deployments": deployments,
     "deployment-logs": deployment_logs,
     "deployment-follow": deployment_follow,

@@ -74,7 +74,7 @@ class AuthFailed(ApiError):
 
 
 def describe_api_error(status: int, body: Any, *, method: str, url: str) -> str:
-    """An error body of API.md in words (``body`` is parsed JSON, or text when it was not)."""
+    """An error body of docs/api.md in words (``body`` is parsed JSON, or text when it was not)."""
     if isinstance(body, dict):
         resource = body.get("resource")
         if status == 404 and resource == "route":

@@ -8,7 +8,6 @@ server's body in words.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -148,27 +147,14 @@ class ApiClient:
     def put(self, path: str, body: Any) -> Any:
         return _json_or_none(self.request("PUT", path, json=body))
 
+    def patch(self, path: str, body: Any) -> Any:
+        return _json_or_none(self.request("PATCH", path, json=body))
+
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 
     def text(self, path: str, params: dict[str, Any] | None = None) -> str:
         return self.request("GET", path, params=params).text
-
-    def stream_lines(self, path: str, params: dict[str, Any] | None = None) -> Iterator[str]:
-        """Lines of a text/plain response that never ends on its own (``logs --follow``)."""
-        url = self.url(path)
-        headers = {"Authorization": f"Bearer {self.jwt()}", "Accept": "text/plain"}
-        timeout = httpx.Timeout(10.0, read=None)  # silence between log lines is normal
-        try:
-            with self._http.stream(
-                "GET", url, params=params, headers=headers, timeout=timeout
-            ) as response:
-                if not response.is_success:
-                    response.read()
-                    raise_for_status(response)
-                yield from response.iter_lines()
-        except httpx.TransportError as exc:
-            raise transport_error(exc, "GET", url) from None
 
     def _send(
         self,

@@ -1,4 +1,4 @@
-"""Following a deployment live over the app's WebSocket stream (API.md, "Real-time stream").
+"""Following a deployment live over the app's WebSocket stream (docs/api.md, "The deployment stream").
 
 :class:`Follower` turns events into output for one deployment and knows nothing of
 sockets, so it is tested alone. :func:`follow` connects, authenticates with the JWT and

@@ -19,6 +19,7 @@ REASONS = {
     "build-error": "the build failed (fetching or unpacking the archive, or the buildpack)",
     "crashed-error": "the app exited while it was starting",
     "timeout-error": "the app did not accept connections on $PORT in time",
+    "hook-error": "the postdeploy hook failed (its output is above)",
     "aborted": "it was cancelled or interrupted",
 }
 
