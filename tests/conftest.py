@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import httpx
 import psycopg
 import pytest
@@ -23,10 +24,13 @@ import uvicorn
 from starlette.applications import Starlette
 
 from dockyard.api.app import create_app
-from dockyard.bootstrap import Platform, build_platform
-from dockyard.server import PROTOCOL_OPTIONS
+from dockyard.bootstrap import build_platform
+from dockyard.platform import Platform
+from dockyard.server import protocol_options
 from dockyard.services.auth import create_user
 from dockyard.settings import Settings
+from tests import dockerenv
+from tests.openapi_check import check_response
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "DOCKYARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -95,7 +99,7 @@ class ThreadServer:
             host=settings.host,
             port=settings.port,
             log_level="warning",
-            **PROTOCOL_OPTIONS,  # as serve runs it
+            **protocol_options(settings),  # as serve runs it
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -123,11 +127,19 @@ class Api:
     token: str
     username: str
 
-    def client(self, token: str | None = None) -> httpx.Client:
+    def client(self, token: str | None = None, *, validate: bool = False) -> httpx.Client:
+        """A client of the API; with ``validate``, every response must match the
+        server's /v1/openapi.json."""
+
+        def check(response: httpx.Response) -> None:
+            response.read()
+            check_response(self.url, response.request.method, str(response.url), response)
+
         return httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token or self.token}"},
             timeout=30,
+            event_hooks={"response": [check]} if validate else {},
         )
 
     def new_user(self, username: str) -> str:
@@ -239,6 +251,7 @@ def server_process(tmp_path: Path, **extra_env: str) -> ServerProcess:
         "DOCKYARD_DATA_DIR": str(data_dir),
         "DOCKYARD_PORT": str(port),
         "DOCKYARD_ROUTER_PORT": str(router_port),
+        "DOCKYARD_ATTACH_PORT": str(free_port()),
         "DOCKYARD_BOOT_TIMEOUT": "20",
         **extra_env,
     }
@@ -260,3 +273,52 @@ def dockyard_server(tmp_path: Path) -> Iterator[ServerProcess]:
     finally:
         server.stop()
         server.remove_data()
+
+
+# -- the docker runtime's environment (tests/dockerenv.py) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    with dockerenv.docker_engine() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def test_stack(docker_client: docker.DockerClient) -> str:
+    return dockerenv.minimal_stack(docker_client)
+
+
+@pytest.fixture(scope="session")
+def test_registry(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dockerenv.RunningRegistry]:
+    with dockerenv.registry(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def podman(
+    test_registry: dockerenv.RunningRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[docker.DockerClient, str]]:
+    """Podman's Docker-compatible API: a client, and the socket's URL."""
+    base = tmp_path_factory.mktemp("podman")
+    with dockerenv.podman_engine(base, test_registry.access.address) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def podman_client(podman: tuple[docker.DockerClient, str]) -> docker.DockerClient:
+    return podman[0]
+
+
+@pytest.fixture(scope="session")
+def podman_stack(podman_client: docker.DockerClient) -> str:
+    return dockerenv.minimal_stack(podman_client)
+
+
+@pytest.fixture(scope="session")
+def swarm_prefix(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A single-node swarm, and the name prefix of this session's services in it."""
+    with dockerenv.swarm(docker_client) as prefix:
+        yield prefix

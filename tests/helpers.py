@@ -16,9 +16,11 @@ import httpx
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
+from tests.openapi_check import check_response
+
 CLIENT_ORIGIN = Origin("http://scalingo-cli.local/1")  # what the official client sends
 T = TypeVar("T")
-FINAL = {"success", "build-error", "crashed-error", "timeout-error", "aborted"}
+FINAL = {"success", "build-error", "crashed-error", "timeout-error", "hook-error", "aborted"}
 
 
 def tar_gz_of(directory: Path, root: str = "app-main") -> bytes:
@@ -62,7 +64,7 @@ def wait_for(
 
 
 class ScalingoClient:
-    """The official client's deploy flow, request for request (API.md, "(client)" points)."""
+    """The official client's deploy flow, request for request (docs/api.md, its **client** points)."""
 
     HEADERS = {
         "Accept": "application/json",
@@ -84,6 +86,7 @@ class ScalingoClient:
             headers={**self.HEADERS, "Authorization": f"Basic {basic}"},
         )
         assert response.status_code == 200, response.text
+        check_response(self.url, "POST", f"{self.url}/v1/tokens/exchange", response)
         self.jwt = response.json()["token"]
         return self.jwt
 
@@ -102,6 +105,7 @@ class ScalingoClient:
             timeout=30,
         )
         assert response.status_code == expect, (method, path, response.status_code, response.text)
+        check_response(self.url, method, url, response)
         if expect == 204 or not response.content:
             return None
         if response.headers.get("content-type", "").startswith("application/json"):
@@ -146,12 +150,15 @@ class ScalingoClient:
 
 
 def processes_of(uid: int) -> list[str]:
-    """Live processes of ``uid`` (zombies are dead, only waiting for the host's init)."""
+    """Live processes of ``uid`` (zombies are dead, only waiting for the host's init),
+    outside containers: every test server numbers its apps' uids from the same first one,
+    so a container another test's docker-runtime server left running may hold the same
+    uid, and it is not this sandbox's."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid != uid:
+                if entry.stat().st_uid != uid or _in_a_container(entry):
                     continue
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
                 if state != "Z":
@@ -159,3 +166,9 @@ def processes_of(uid: int) -> list[str]:
             except OSError:
                 continue
     return found
+
+
+def _in_a_container(process: Path) -> bool:
+    """Whether the process is in a container engine's cgroup (Docker's or Podman's)."""
+    cgroups = (process / "cgroup").read_text()
+    return "/docker" in cgroups or "libpod" in cgroups

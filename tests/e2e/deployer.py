@@ -7,7 +7,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,12 @@ import httpx
 
 from tests.conftest import ServerProcess, server_process
 from tests.helpers import FINAL, tar_gz_from_files, wait_for
+
+
+@dataclass
+class Visits:
+    seen: set[str] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +82,31 @@ class Deployer:
     def deploy(self, app: str, **source: Any) -> tuple[str, str]:
         return self.wait(app, self.start(app, **source))
 
+    def scale(self, app: str, amount: int, *, size: str | None = None, timeout: float = 40) -> None:
+        """``scale web:<amount>`` (with ``size`` when given), waited for as the client
+        waits: until its operation is done."""
+        container: dict[str, Any] = {"name": "web", "amount": amount}
+        if size is not None:
+            container["size"] = size
+        with self.client() as client:
+            response = client.post(f"/v1/apps/{app}/scale", json={"containers": [container]})
+            assert response.status_code == 202, response.text
+            operation = response.headers["location"]
+
+            def ended() -> str | None:
+                status: str = client.get(operation).json()["operation"]["status"]
+                return status if status in ("done", "error") else None
+
+            assert wait_for(ended, timeout=timeout, what="the scale operation") == "done"
+
+    def deploy_ok(self, app: str, archive: bytes) -> str:
+        """Deploys ``archive`` to ``app`` and fails the test, showing the log, unless the
+        deployment succeeds; returns its id."""
+        deployment_id = self.start(app, archive=archive)
+        status, output = self.wait(app, deployment_id)
+        assert status == "success", output
+        return deployment_id
+
     def wait_for_output(
         self, app: str, deployment_id: str, text: str, *, timeout: float = 60
     ) -> None:
@@ -86,6 +117,34 @@ class Deployer:
                 timeout=timeout,
                 what=f"{text!r} in the build log",
             )
+
+    @contextmanager
+    def visitor(self, app: str) -> Iterator[Visits]:
+        """A visitor requesting the app's page through the router over and over (one
+        keep-alive connection) while the block runs: every answer and failure is kept."""
+        visits = Visits()
+        stop = threading.Event()
+        port = self.server.router_port
+
+        def poll() -> None:
+            with httpx.Client(headers={"Host": f"{app}.localhost:{port}"}, timeout=10) as client:
+                while not stop.is_set():
+                    try:
+                        response = client.get(f"http://127.0.0.1:{port}/")
+                        if response.status_code != 200:
+                            visits.failures.append(f"{response.status_code}: {response.text[:80]}")
+                        else:
+                            visits.seen.add(response.text)
+                    except httpx.HTTPError as exc:
+                        visits.failures.append(repr(exc))
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            yield visits
+        finally:
+            stop.set()
+            poller.join()
 
     def get(self, app: str, path: str = "/", **kwargs: Any) -> httpx.Response:
         """A request through the router, as a visitor of the app would make it."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, ServerProcess, free_port, server_process
+from tests.helpers import wait_for
 
 COMMAND_TIMEOUT = 180
 
@@ -233,6 +234,20 @@ def test_deploy_directory_succeeds(cli: Cli) -> None:
     assert "cli-deploy-ok is running at" in result.stdout
     logs = cli.run("logs", "-n", "20")
     assert logs.returncode == 0, f"logs: {logs.stdout}\n{logs.stderr}"
+    assert re.search(r"^\d{4}-\d\d-\d\d \S+ \+0000 UTC \[web-1\] ", logs.stdout, re.M), logs.stdout
+    # A one-off through the attach protocol: its output here, its status ours.
+    ran = cli.run("run", "--env", "WHO=the-cli", "echo hello from $WHO; exit 3")
+    assert ran.returncode == 3, f"{ran.stdout}\n{ran.stderr}"
+    assert "hello from the-cli" in ran.stdout
+    detached = cli.run("run", "--detached", "echo detached from the cli")
+    assert detached.returncode == 0, detached.stderr
+    label = re.search(r"one-off-\d+", detached.stderr)
+    assert label, detached.stderr
+    wait_for(
+        lambda: "detached from the cli" in cli.ok("logs", "--filter", label.group(0)).stdout,
+        timeout=15,
+        what="the detached one-off's output in dockyard logs",
+    )
 
 
 def test_failing_build_exits_nonzero(cli: Cli) -> None:
@@ -247,3 +262,68 @@ def test_failing_build_exits_nonzero(cli: Cli) -> None:
     assert "ended with status build-error" in failure
     assert "Reason:" in failure  # the buildpack's own explanation, repeated
     assert "dockyard deployment-logs" in failure
+
+
+def test_scale_ps_and_restart(cli: Cli) -> None:
+    cli.login("cli-gail")
+    cli.ok("create", "cli-scaled")
+    cli.ok("deploy", str(SAMPLES / "procfile-app"))
+
+    scaled = cli.ok("scale", "web:2:S")
+    assert "web: 2 - S" in scaled.stdout
+    listing = cli.ok("ps").stdout
+    assert re.search(r"web-1\s+running\s+S", listing), listing
+    assert re.search(r"web-2\s+running\s+S", listing), listing
+
+    assert "Restarted cli-scaled" in cli.ok("restart", "web-2").stdout
+    assert "web-2" in cli.ok("ps").stdout
+    refused = expected_failure(cli.run("scale", "web:1000"))
+    assert "from 0 to 100" in refused
+    assert "TYPE:AMOUNT" in expected_failure(cli.run("scale", "web=2"), code=2)
+
+
+def test_rollback_starts_the_previous_release_again_without_a_build(cli: Cli) -> None:
+    cli.login("cli-gina")
+    cli.ok("create", "cli-rollback")
+    nothing = expected_failure(cli.run("rollback"))
+    assert "no earlier successful release" in nothing
+    first = cli.ok("deploy", str(SAMPLES / "procfile-app"), "--git-ref", "v1")
+    cli.ok("deploy", str(SAMPLES / "procfile-app"), "--git-ref", "v2")
+    first_id = re.search(r"Deployment (\S+) of", first.stdout).group(1)  # type: ignore[union-attr]
+
+    rolled = cli.ok("rollback")
+    assert f"to the release of deployment {first_id} (v1) created." in rolled.stdout
+    assert "Rolling back to the release of deployment" in rolled.stdout  # its log, live
+    assert "Deployment status: success" in rolled.stdout
+    assert "Fetching source" not in rolled.stdout
+    listed = json.loads(cli.ok("deployments", "--json").stdout)["deployments"]
+    assert [(d["git_ref"], d["rollback_of"]) for d in listed] == [
+        ("v1", first_id), ("v2", None), ("v1", None)
+    ]
+    assert "deployment not found" in expected_failure(cli.run("rollback", "no-such-id"))
+
+
+def test_addons_add_backup_restore_and_remove(cli: Cli) -> None:
+    cli.login("addons-user")
+    cli.ok("create", "cli-addons-app")
+    plans = cli.ok("addons-plans", "postgresql").stdout
+    assert "postgresql-starter-512" in plans
+    added = cli.ok("addons-add", "postgresql", "postgresql-sandbox").stdout
+    assert "SCALINGO_POSTGRESQL_URL, DATABASE_URL" in added
+    listed = cli.ok("addons").stdout
+    assert "PostgreSQL" in listed and "postgresql-sandbox" in listed and "running" in listed
+    assert "DATABASE_URL=postgres://" in cli.ok("env").stdout
+    backup = re.search(r"Backup (\S+) of postgresql", cli.ok("addons-backup", "postgresql").stdout)
+    assert backup, "no backup id printed"
+    assert backup.group(1) in cli.ok("addons-backups").stdout
+    restored = cli.ok("addons-restore", "postgresql", backup.group(1), "--yes").stdout
+    assert "Restored backup" in restored
+    unknown = expected_failure(cli.run("addons-add", "mongodb", "sandbox"))
+    assert "postgresql, redis" in unknown
+    assert "now on postgresql-starter-512" in cli.ok(
+        "addons-upgrade", "postgresql", "postgresql-starter-512"
+    ).stdout
+    assert "postgresql-starter-512" in cli.ok("addons").stdout
+    cli.ok("addons-remove", "postgresql", "--yes")
+    assert "No addons" in cli.ok("addons").stdout
+    assert "DATABASE_URL" not in cli.ok("env").stdout

@@ -221,8 +221,10 @@ def test_no_buildpack_detected_lists_what_was_looked_for(deployer: Deployer) -> 
         "nothing-app", archive=tar_gz_from_files({"README.md": "just words"})
     )
     assert status == "build-error"
-    assert "No buildpack matched" in output
-    for marker in ("requirements.txt", "package.json", "index.html", "Procfile"):
+    assert "No buildpack matched this app: dockyard did not recognise its language" in output
+    for language in ("Python (requirements.txt", "Node.js (package.json)", "Go (go.mod"):
+        assert language in output
+    for marker in ("index.html", "Procfile", "BUILDPACK_URL", ".buildpacks"):
         assert marker in output
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from dockyard.pipeline.package import SLUG_SUFFIX
 from tests.conftest import server_process
+from tests.e2e import scalingo_ops
 from tests.e2e.deployer import Deployer
 from tests.helpers import tar_gz_from_files, wait_for
 
@@ -43,7 +42,7 @@ def snoop():
     return "\\n".join(results)
 
 print("booting web on", os.environ["PORT"], flush=True)
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
 """
 
 
@@ -58,7 +57,9 @@ def web_app(message: str, *, extra_procfile: str = "", snoop: str = "") -> bytes
 
 @pytest.fixture(scope="module")
 def deployer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployer]:
-    server = server_process(tmp_path_factory.mktemp("server"), DOCKYARD_BOOT_TIMEOUT="4")
+    server = server_process(
+        tmp_path_factory.mktemp("server"), DOCKYARD_BOOT_TIMEOUT="4", DOCKYARD_RELEASES_KEPT="2"
+    )
     server.start()
     try:
         yield Deployer(server=server, token=server.create_user("gina"))
@@ -67,52 +68,23 @@ def deployer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployer]:
         server.remove_data()
 
 
-def deploy_ok(deployer: Deployer, app: str, archive: bytes) -> str:
-    deployment_id = deployer.start(app, archive=archive)
-    status, output = deployer.wait(app, deployment_id)
-    assert status == "success", output
-    return deployment_id
-
-
 def test_second_deployment_switches_with_no_failed_request(deployer: Deployer) -> None:
     deployer.create_app("switch-app")
-    deploy_ok(deployer, "switch-app", web_app("version one"))
+    deployer.deploy_ok("switch-app", web_app("version one"))
     assert deployer.get("switch-app").text == "version one\n"
 
-    failures: list[str] = []
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def poll() -> None:
-        port = deployer.server.router_port
-        with httpx.Client(headers={"Host": f"switch-app.localhost:{port}"}, timeout=10) as client:
-            while not stop.is_set():
-                try:
-                    response = client.get(f"http://127.0.0.1:{port}/")
-                    if response.status_code != 200:
-                        failures.append(f"{response.status_code}: {response.text[:80]}")
-                    else:
-                        seen.add(response.text)
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-
-    poller = threading.Thread(target=poll)
-    poller.start()
-    try:
-        deploy_ok(deployer, "switch-app", web_app("version two"))
-        wait_for(lambda: "version two\n" in seen, timeout=10, what="the new release to serve")
-    finally:
-        stop.set()
-        poller.join()
-    assert failures == []
-    assert seen == {"version one\n", "version two\n"}
+    with deployer.visitor("switch-app") as visits:
+        deployer.deploy_ok("switch-app", web_app("version two"))
+        wait_for(lambda: "version two\n" in visits.seen, timeout=10, what="the new release to serve")
+    assert visits.failures == []
+    assert visits.seen == {"version one\n", "version two\n"}
 
 
 def test_app_that_never_binds_times_out_and_the_old_release_keeps_serving(
     deployer: Deployer,
 ) -> None:
     deployer.create_app("never-binds")
-    deploy_ok(deployer, "never-binds", web_app("still here"))
+    deployer.deploy_ok("never-binds", web_app("still here"))
     archive = tar_gz_from_files(
         {
             "Procfile": "web: python3 -c 'import time; print(\"not listening\", flush=True); time.sleep(600)'\n"
@@ -126,7 +98,7 @@ def test_app_that_never_binds_times_out_and_the_old_release_keeps_serving(
 
 def test_app_that_exits_at_boot_is_crashed_error_with_its_output(deployer: Deployer) -> None:
     deployer.create_app("exits-at-boot")
-    deploy_ok(deployer, "exits-at-boot", web_app("old one"))
+    deployer.deploy_ok("exits-at-boot", web_app("old one"))
     archive = tar_gz_from_files(
         {
             "Procfile": "web: python3 -c 'import sys; print(\"cannot find DATABASE_URL\", flush=True); sys.exit(3)'\n"
@@ -155,7 +127,7 @@ def web_pid(deployer: Deployer, app: str) -> int:
 
 def test_a_process_killed_after_success_is_back_within_seconds(deployer: Deployer) -> None:
     deployer.create_app("killed-web")
-    deploy_ok(deployer, "killed-web", web_app("killed-web"))
+    deployer.deploy_ok("killed-web", web_app("killed-web"))
     pid = web_pid(deployer, "killed-web")
     os.kill(pid, signal.SIGKILL)
     wait_for(
@@ -170,13 +142,14 @@ def test_a_process_killed_after_success_is_back_within_seconds(deployer: Deploye
 
 def test_lifecycle_endpoints_and_app_logs(deployer: Deployer) -> None:
     deployer.create_app("lifecycle-app")
-    deploy_ok(deployer, "lifecycle-app", web_app("alive"))
+    deployer.deploy_ok("lifecycle-app", web_app("alive"))
     deployer.get("lifecycle-app", "/hello-logs")
     with deployer.client() as client:
+        logs_url = client.get("/v1/apps/lifecycle-app/logs").json()["logs_url"]
 
         def logs_with_the_request() -> str | None:
-            text = client.get("/v1/apps/lifecycle-app/logs?lines=50").text
-            return text if "/hello-logs" in text else None
+            text = scalingo_ops.dump(logs_url, lines=50).text
+            return text if "request /hello-logs" in text else None
 
         logs = wait_for(
             logs_with_the_request,
@@ -210,11 +183,11 @@ def test_lifecycle_endpoints_and_app_logs(deployer: Deployer) -> None:
 
 def test_an_app_cannot_read_another_apps_files_or_the_data_dir(deployer: Deployer) -> None:
     deployer.create_app("victim-app")
-    victim = deploy_ok(deployer, "victim-app", web_app("victim"))
+    victim = deployer.deploy_ok("victim-app", web_app("victim"))
     data_dir = deployer.server.data_dir
     targets = f"{data_dir} {data_dir}/releases/{victim} {data_dir}/secret.key /root /proc/1/environ"
     deployer.create_app("snooper-app")
-    deploy_ok(deployer, "snooper-app", web_app("snooper", snoop=targets))
+    deployer.deploy_ok("snooper-app", web_app("snooper", snoop=targets))
     report = deployer.get("snooper-app", "/snoop").text
     lines = report.splitlines()
     assert len(lines) == 5
@@ -229,7 +202,7 @@ def test_restarting_the_server_brings_apps_back_without_a_deployment(tmp_path: P
     try:
         deployer = Deployer(server=server, token=server.create_user("hank"))
         deployer.create_app("survivor-app")
-        deploy_ok(deployer, "survivor-app", web_app("survivor"))
+        deployer.deploy_ok("survivor-app", web_app("survivor"))
         server.stop()
         server.start()
         wait_for(
@@ -252,24 +225,22 @@ def test_restarting_the_server_brings_apps_back_without_a_deployment(tmp_path: P
 
 def test_logs_follow_streams_new_lines(deployer: Deployer) -> None:
     deployer.create_app("follow-logs-app")
-    deploy_ok(deployer, "follow-logs-app", web_app("follow"))
-    seen: list[str] = []
-    with (
-        deployer.client() as client,
-        client.stream("GET", "/v1/apps/follow-logs-app/logs?lines=0&follow=true") as response,
-    ):
-        assert response.status_code == 200
+    deployer.deploy_ok("follow-logs-app", web_app("follow"))
+    with deployer.client() as client:
+        logs_url = client.get("/v1/apps/follow-logs-app/logs").json()["logs_url"]
+    with scalingo_ops.follow(logs_url) as stream:
         deployer.get("follow-logs-app", "/first-followed-request")
-        for line in response.iter_lines():
-            seen.append(line)
-            if "/first-followed-request" in line:
-                break
-    assert any("[web-1]" in line for line in seen)
+        text = scalingo_ops.next_log_frame(
+            stream, containing="request /first-followed-request", timeout=10
+        )
+    assert "[web-1] request /first-followed-request" in text
 
 
 def test_only_the_current_and_previous_releases_stay_on_disk(deployer: Deployer) -> None:
+    """With DOCKYARD_RELEASES_KEPT=2 (this module's server): the serving release and the
+    one before it."""
     deployer.create_app("pruned-app")
-    ids = [deploy_ok(deployer, "pruned-app", web_app(f"v{n}")) for n in range(3)]
+    ids = [deployer.deploy_ok("pruned-app", web_app(f"v{n}")) for n in range(3)]
     failed = deployer.start("pruned-app", archive=tar_gz_from_files({"Procfile": "web: false\n"}))
     assert deployer.wait("pruned-app", failed)[0] == "crashed-error"
     data = deployer.server.data_dir

@@ -1,4 +1,9 @@
-"""LocalRuntime with the real bubblewrap sandbox: tiny stdlib apps on $PORT."""
+"""LocalRuntime with the real bubblewrap sandbox: what only a sandbox does (isolation,
+.profile.d, a read-only release), and the supervisor over it.
+
+Starting, polling, stopping and re-attaching, which every runtime does alike, are in
+tests/contract/test_runtime_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,9 @@ import pytest
 
 from dockyard import sandbox
 from dockyard.errors import BootError
-from dockyard.router.table import RouteTable
+from dockyard.routetable import RouteTable
 from dockyard.runtime.base import ProcessHandle, ProcessSpec
-from dockyard.runtime.boot import tail_log, wait_for_boot
+from dockyard.runtime.boot import tail_log
 from dockyard.runtime.local import LocalRuntime, signal_inside
 from dockyard.runtime.supervisor import Supervisor
 
@@ -109,132 +114,12 @@ def make_spec(
     )
 
 
-def get(handle: ProcessHandle) -> str:
-    with urllib.request.urlopen(f"http://{handle.host}:{handle.port}/", timeout=5) as response:
-        return response.read().decode()
-
-
 def wait_until(condition: Callable[[], object], *, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
-
-
-def test_web_process_boots_and_answers_http(
-    base: Path, runtime: LocalRuntime, started: list[ProcessHandle]
-) -> None:
-    release = write_release(base, "web", {"app.py": WEB_APP})
-    spec = make_spec(base, release, "/usr/bin/python3 app.py", env={"GREETING": "hi"})
-    began = time.monotonic()
-    handle = runtime.start(spec)
-    started.append(handle)
-    wait_for_boot(runtime, handle, timeout=10)
-    boot_seconds = time.monotonic() - began
-    print(f"boot check passed after {boot_seconds * 1000:.0f} ms")
-
-    assert get(handle) == "hello from sample-app-web-1 hi"
-    assert runtime.poll(handle) is None
-    wait_until(lambda: tail_log(spec.log_path) == [f"booting on {handle.port}"])
-
-
-def test_crash_at_boot_is_a_boot_error_with_its_output(
-    base: Path, runtime: LocalRuntime, started: list[ProcessHandle]
-) -> None:
-    release = write_release(base, "crash", {"app.py": "import missing_module_xyz\n"})
-    spec = make_spec(base, release, "/usr/bin/python3 app.py")
-    handle = runtime.start(spec)
-    started.append(handle)
-
-    with pytest.raises(BootError) as raised:
-        wait_for_boot(runtime, handle, timeout=10)
-
-    assert not raised.value.timed_out
-    assert "web-1 process exited with status 1 while booting" in raised.value.message
-    runtime.stop(handle, grace=0)  # drains the output
-    assert "ModuleNotFoundError: No module named 'missing_module_xyz'" in tail_log(spec.log_path)
-
-
-def test_never_binding_times_out_and_is_stopped(
-    base: Path, runtime: LocalRuntime, started: list[ProcessHandle]
-) -> None:
-    release = write_release(base, "sleepy", {"app.py": "import time\ntime.sleep(600)\n"})
-    handle = runtime.start(make_spec(base, release, "/usr/bin/python3 app.py"))
-    started.append(handle)
-
-    with pytest.raises(BootError) as raised:
-        wait_for_boot(runtime, handle, timeout=0.5)
-
-    assert raised.value.timed_out
-    assert "did not accept connections on $PORT within 0.5 seconds" in raised.value.message
-    assert runtime.poll(handle) is not None
-
-
-def test_stop_sends_sigterm_to_the_app_first(
-    base: Path, runtime: LocalRuntime, started: list[ProcessHandle]
-) -> None:
-    app = """
-    import signal, sys, time
-    def bye(*_):
-        print("got SIGTERM, cleaning up", flush=True)
-        sys.exit(0)
-    signal.signal(signal.SIGTERM, bye)
-    print("ready", flush=True)
-    while True:
-        time.sleep(1)
-    """
-    release = write_release(base, "graceful", {"worker.py": app})
-    spec = make_spec(base, release, "/usr/bin/python3 worker.py", process_type="worker")
-    handle = runtime.start(spec)
-    started.append(handle)
-    assert handle.port is None
-    wait_until(lambda: tail_log(spec.log_path) == ["ready"])
-
-    began = time.monotonic()
-    runtime.stop(handle, grace=10)
-
-    assert time.monotonic() - began < 5
-    assert runtime.poll(handle) == 0
-    assert tail_log(spec.log_path)[-1] == "got SIGTERM, cleaning up"
-    runtime.stop(handle, grace=10)  # idempotent
-
-
-def test_stop_kills_what_ignores_sigterm_after_the_grace(
-    base: Path, runtime: LocalRuntime, started: list[ProcessHandle]
-) -> None:
-    app = """
-    import signal, time
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    print("ready", flush=True)
-    while True:
-        time.sleep(1)
-    """
-    release = write_release(base, "stubborn", {"worker.py": app})
-    spec = make_spec(base, release, "/usr/bin/python3 worker.py", process_type="worker")
-    handle = runtime.start(spec)
-    started.append(handle)
-    wait_until(lambda: tail_log(spec.log_path) == ["ready"])
-
-    began = time.monotonic()
-    runtime.stop(handle, grace=0.3)
-
-    assert 0.3 <= time.monotonic() - began < 5
-    assert runtime.poll(handle) is not None
-
-
-def test_exit_status_of_a_killed_process_is_reported(
-    base: Path, runtime: LocalRuntime, started: list[ProcessHandle]
-) -> None:
-    release = write_release(base, "web", {"app.py": WEB_APP})
-    handle = runtime.start(make_spec(base, release, "/usr/bin/python3 app.py"))
-    started.append(handle)
-    wait_for_boot(runtime, handle, timeout=10)
-
-    kill_app_processes(handle)
-
-    wait_until(lambda: runtime.poll(handle) is not None)
-    assert runtime.poll(handle) == 128 + signal.SIGKILL
 
 
 def test_profile_d_is_sourced_and_only_tmp_is_writable(
@@ -344,11 +229,6 @@ def test_a_release_the_app_user_cannot_reach_is_refused_in_words(
         runtime.start(make_spec(base, release, "/usr/bin/python3 app.py"))
 
     assert f"cannot be reached by the app's user (uid {APP_UID})" in raised.value.message
-
-
-def kill_app_processes(handle: ProcessHandle) -> None:
-    """SIGKILL the app inside the sandbox, as the OOM killer or a crash would."""
-    assert signal_inside(handle.state["pid"], signal.SIGKILL)
 
 
 # -- the supervisor over the real runtime ----------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from dockyard import sandbox
 from dockyard.domain import status as st
 from dockyard.errors import BuildError
 from dockyard.pipeline import cache, package
-from dockyard.router.table import Backend, RouteTable
+from dockyard.routetable import Backend, RouteTable
 from dockyard.runtime.fake import FakeRuntime
 from dockyard.runtime.supervisor import Supervisor
 from dockyard.services import deployments as deployments_service
@@ -29,7 +29,8 @@ from dockyard.services.runtime_state import DatabaseStateStore
 from dockyard.worker.runner import run_deployment
 
 APP = "runner-app"
-FILES = {"Procfile": "web: serve-forever\n", "index.txt": "hello\n"}
+# The fake runtime runs nothing, but the procfile buildpack checks that the program exists.
+FILES = {"Procfile": "web: sleep infinity\n", "index.txt": "hello\n"}
 SLUG_SECONDS = 0.3  # packaging made slower than the fake processes take to launch
 
 
@@ -38,9 +39,13 @@ class RecordingRoutes(RouteTable):
         super().__init__()
         self.events = events
 
-    def set_backend(self, app: str, backend: Backend) -> None:
-        self.events.append(("route", app, ""))
-        super().set_backend(app, backend)
+    def set_backends(
+        self, app: str, backends: Iterable[Backend], *, empty: str = "crashed"
+    ) -> None:
+        chosen = list(backends)
+        if chosen:
+            self.events.append(("route", app, ""))
+        super().set_backends(app, chosen, empty=empty)
 
 
 @pytest.fixture
@@ -55,7 +60,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
 @pytest.fixture
 def runtime(api: Api) -> Iterator[FakeRuntime]:
     runtime = FakeRuntime()
-    api.platform.extras["supervisor"] = Supervisor(
+    api.platform.supervisor = Supervisor(
         runtime,
         RecordingRoutes(runtime.events),
         DatabaseStateStore(api.platform.db),
@@ -140,7 +145,7 @@ def test_a_packaging_failure_is_a_build_error_and_the_new_processes_are_stopped(
     deployment_id, final = deploy(api, {**FILES, "requirements.txt": ""})
     assert final == st.BUILD_ERROR
     # The build is not kept either: the next one starts from the cache as it was.
-    assert not cache_dir(api.platform, app_id(api)).exists()
+    assert not cache_dir(api.platform.settings, app_id(api)).exists()
     steps = [name if kind == "status" else kind for kind, name, _ in runtime.events]
     assert steps == ["pushing", "start", "stop", "build-error"]
     with api.client() as client:
@@ -177,7 +182,7 @@ def test_the_next_build_cannot_reach_the_serving_release_through_the_cache(
     files = {"Procfile": "web: serve-forever\n", "requirements.txt": ""}
     deployment_id, final = deploy(api, files)
     assert final == st.SUCCESS
-    saved = cache_dir(api.platform, app_id(api))
+    saved = cache_dir(api.platform.settings, app_id(api))
     next_build = api.platform.settings.data_dir / "next-build"
     owner = DatabaseStateStore(api.platform.db).sandbox_uid(APP)
     cache.checkout(saved, next_build, owner=owner)  # as the next build gets it

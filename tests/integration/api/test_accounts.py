@@ -67,7 +67,9 @@ def test_tampered_or_expired_jwt_is_refused(api: Api) -> None:
     with api.client() as client:
         user_id = client.get("/v1/users/self").json()["user"]["id"]
     expired = jwt.encode(
-        {"sub": user_id, "exp": int(time.time()) - 10}, api.platform.jwt_key, algorithm="HS256"
+        {"sub": user_id, "tid": "t", "exp": int(time.time()) - 10},
+        api.platform.jwt_key,
+        algorithm="HS256",
     )
     response = httpx.get(f"{api.url}/v1/users/self", headers={"Authorization": f"Bearer {expired}"})
     assert response.status_code == 401

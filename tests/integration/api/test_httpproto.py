@@ -16,7 +16,7 @@ from starlette.routing import Route
 from tests.conftest import ThreadServer, make_settings
 
 from dockyard.api.httpproto import FewerCopiesHttpToolsProtocol
-from dockyard.server import PROTOCOL_OPTIONS
+from dockyard.server import protocol_options
 
 
 async def digest(request: Request) -> PlainTextResponse:
@@ -31,9 +31,9 @@ async def digest(request: Request) -> PlainTextResponse:
 
 
 def test_bodies_in_small_and_large_pieces_arrive_whole(tmp_path: Path) -> None:
-    assert PROTOCOL_OPTIONS["http"] is FewerCopiesHttpToolsProtocol  # what serve runs
     app = Starlette(routes=[Route("/", digest, methods=["PUT"])])
     settings = make_settings(tmp_path)
+    assert issubclass(protocol_options(settings)["http"], FewerCopiesHttpToolsProtocol)
     small = [os.urandom(700) for _ in range(300)]
     large = os.urandom(5 * 1024 * 1024 + 3)
 

@@ -6,14 +6,29 @@ import gzip
 import os
 import socket
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 from tests.conftest import Api
+from tests.helpers import wait_for
 
-from dockyard.services.sources import blob_key, sweep_expired
+from dockyard.db.engine import transaction
+from dockyard.db.models import Source
+from dockyard.errors import Forbidden
+from dockyard.services.auth import user_for_api_token
+from dockyard.services.clock import now
+from dockyard.services.sources import (
+    ORPHAN_GRACE,
+    UPLOAD,
+    authorize,
+    blob_key,
+    create_source,
+    sweep_expired,
+)
 
 GZIP_HEADERS = {"Content-Type": "application/x-gzip", "User-Agent": "Go-http-client/1.1"}
 
@@ -24,6 +39,11 @@ def new_source(api: Api) -> dict[str, str]:
     assert response.status_code == 201
     source: dict[str, str] = response.json()["source"]
     return source
+
+
+def partials(api: Api) -> list[Path]:
+    """Uploads being written (they become the blob only when complete)."""
+    return list(api.platform.settings.blobs_dir.rglob(".partial-*"))
 
 
 def archive_bytes(size: int) -> bytes:
@@ -138,11 +158,14 @@ def test_client_disconnect_mid_upload_leaves_nothing(api: Api) -> None:
             f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
             f"Content-Type: application/x-gzip\r\nContent-Length: {len(body)}\r\n\r\n"
         )
-        sock.sendall(head.encode() + body[: len(body) // 2])
-        time.sleep(0.2)  # let the server write what it has received
-    deadline = time.monotonic() + 10
-    while any(api.platform.settings.blobs_dir.rglob(".partial-*")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        sock.sendall(head.encode() + body[: len(body) * 3 // 4])  # over one write batch
+        # The server is writing what it received before the client goes away.
+        wait_for(
+            lambda: any(p.stat().st_size > 0 for p in partials(api)),
+            timeout=10,
+            what="the first bytes on disk",
+        )
+    wait_for(lambda: not partials(api), timeout=10, what="the partial upload to go")
     assert httpx.get(source["download_url"]).status_code == 404
     assert not list(api.platform.settings.blobs_dir.rglob(".partial-*"))
     # The source can still be uploaded whole afterwards.
@@ -150,7 +173,6 @@ def test_client_disconnect_mid_upload_leaves_nothing(api: Api) -> None:
 
 
 def test_expired_source_is_refused_and_swept(api: Api) -> None:
-    api.platform.settings = api.platform.settings.with_overrides(source_ttl=1)
     source = new_source(api)
     assert (
         httpx.put(
@@ -160,12 +182,69 @@ def test_expired_source_is_refused_and_swept(api: Api) -> None:
     )
     source_id = urlsplit(source["download_url"]).path.rsplit("/", 1)[1]
     assert api.platform.blobs.exists(blob_key(source_id))
-    time.sleep(1.1)  # the TTL is on the server's clock; one second is the smallest TTL
+    with transaction(api.platform.db) as session:  # the server's clock passes expires_at
+        row = session.get(Source, source_id)
+        assert row is not None
+        row.expires_at = now() - timedelta(seconds=1)
     expired = httpx.get(source["download_url"])
     assert expired.status_code == 403
     assert "expired" in expired.json()["error"]
-    assert sweep_expired(db=api.platform.db, blobs=api.platform.blobs) == 1
+    with transaction(api.platform.db) as session:  # recorded as this API process's
+        assert session.get(Source, source_id).holder_url == api.platform.settings.own_url  # type: ignore[union-attr]
+    # Another API process leaves it to its holder (its file is on the holder's disk)...
+    elsewhere = "http://10.9.9.9:8088"
+    assert sweep_expired(db=api.platform.db, blobs=api.platform.blobs, holder_url=elsewhere) == 0
+    assert api.platform.blobs.exists(blob_key(source_id))
+    # ...unless the holder never swept it for a day (gone for good): then the row goes.
+    later = now() + ORPHAN_GRACE
+    assert (
+        sweep_expired(
+            db=api.platform.db, blobs=api.platform.blobs, holder_url=elsewhere, clock=lambda: later
+        )
+        == 1
+    )
+    assert api.platform.blobs.exists(blob_key(source_id))  # not its file to delete
+    api.platform.blobs.delete(blob_key(source_id))
+
+
+def test_the_holder_sweeps_its_expired_source(api: Api) -> None:
+    source = new_source(api)
+    put = httpx.put(source["upload_url"], content=archive_bytes(100), headers=GZIP_HEADERS)
+    assert put.status_code == 200
+    source_id = urlsplit(source["download_url"]).path.rsplit("/", 1)[1]
+    with transaction(api.platform.db) as session:
+        row = session.get(Source, source_id)
+        assert row is not None
+        row.expires_at = now() - timedelta(seconds=1)
+    own = api.platform.settings.own_url
+    assert sweep_expired(db=api.platform.db, blobs=api.platform.blobs, holder_url=own) == 1
     assert not api.platform.blobs.exists(blob_key(source_id))
+
+
+def test_a_source_expires_ttl_seconds_after_its_creation_on_the_servers_clock(api: Api) -> None:
+    created_at = datetime(2031, 5, 4, 12, 0, tzinfo=UTC)
+
+    def at(seconds: int) -> Callable[[], datetime]:
+        return lambda: created_at + timedelta(seconds=seconds)
+
+    db = api.platform.db
+    owner = user_for_api_token(db=db, secret=api.token)
+    new = create_source(db=db, owner=owner, ttl=60, clock=at(0))
+    source_id = new.source.id
+
+    def upload_at(seconds: int) -> None:
+        authorize(
+            db=db, source_id=source_id, token=new.upload_token, purpose=UPLOAD, clock=at(seconds)
+        )
+
+    upload_at(59)
+    with pytest.raises(Forbidden) as refused:
+        upload_at(60)
+    assert refused.value.code == "source_expired"
+    assert "create a new source" in refused.value.message
+    own = api.platform.settings.own_url
+    assert sweep_expired(db=db, blobs=api.platform.blobs, holder_url=own, clock=at(59)) == 0
+    assert sweep_expired(db=db, blobs=api.platform.blobs, holder_url=own, clock=at(60)) == 1
 
 
 def test_create_source_needs_authentication(api: Api) -> None:

@@ -141,14 +141,14 @@ def test_bad_token_is_closed_at_once(api: Api) -> None:
 
 
 def test_no_auth_frame_is_closed_after_the_timeout(api: Api) -> None:
-    api.platform.extras["stream_auth_timeout"] = 0.3
+    api.platform.settings = api.platform.settings.with_overrides(stream_auth_timeout=0.3)
     url, _, _ = setup_deployment(api)
     with connect(url) as socket, pytest.raises(ConnectionClosed):
         socket.recv(timeout=5)
 
 
 def test_api_token_and_jwt_both_authenticate_and_pings_arrive(api: Api) -> None:
-    api.platform.extras["stream_ping_interval"] = 0.2
+    api.platform.settings = api.platform.settings.with_overrides(stream_ping_interval=0.2)
     url, _, _ = setup_deployment(api)
     with api.client() as client:
         jwt_token = client.post("/v1/tokens/exchange", json={}, auth=("", api.token)).json()[

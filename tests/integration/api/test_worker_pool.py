@@ -13,9 +13,9 @@ import pytest
 from tests.conftest import Api
 from tests.helpers import wait_for
 
-from dockyard.bootstrap import Platform
-from dockyard.db.models import Deployment
 from dockyard.domain import status as st
+from dockyard.domain.records import DeploymentRecord
+from dockyard.platform import Platform
 from dockyard.services import deployments as service
 from dockyard.worker import pool as pool_module
 from dockyard.worker.pool import WorkerPool
@@ -32,7 +32,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.runs: list[tuple[str, str, float, float]] = []  # app id, deployment, start, end
 
-    def __call__(self, platform: Platform, deployment: Deployment, stopping: object) -> None:
+    def __call__(self, platform: Platform, deployment: DeploymentRecord, stopping: object) -> None:
         started = time.monotonic()
         time.sleep(RUN_SECONDS)
         ended = time.monotonic()
@@ -52,7 +52,7 @@ def recorder(api: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     monkeypatch.setattr(pool_module, "IDLE_POLL_SECONDS", 60.0)
     recorder = Recorder()
     pool = WorkerPool(api.platform, recorder, workers=3)
-    api.platform.extras["wake_workers"] = pool.wake
+    api.platform.deployment_queued.connect(pool.wake)
     pool.start()
     yield recorder
     pool.stop(timeout=5)

@@ -6,6 +6,7 @@ import http.client
 import importlib.machinery
 import importlib.util
 import json
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from types import ModuleType
 import pytest
 
 from dockyard.pipeline.buildpacks import BUILTIN_ROOT
+from dockyard.pipeline.builtins import BUILTIN_BUILDPACKS
 
 
 def load(relative: str) -> ModuleType:
@@ -33,6 +35,7 @@ def load(relative: str) -> ModuleType:
 
 
 nodejs = load("nodejs/bin/compile")
+go = load("go/lib/go_compile.py")
 python = load("python/lib/python_compile.py")
 static = load("static/lib/static_server.py")
 
@@ -206,3 +209,88 @@ def test_static_refuses_what_is_not_a_file_under_the_root(
     response, body = get(site, path)
     assert response.status == 404
     assert b"outside" not in body and b"SECRET" not in body
+
+
+# -- go ------------------------------------------------------------------------------------
+
+
+def test_go_install_spec_from_the_variable_the_go_mod_comment_or_every_main_package(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "go.mod").write_text("module x\n\n// +scalingo install ./cmd/... ./web\ngo 1.22\n")
+    assert go.install_spec(tmp_path, {"GO_INSTALL_PACKAGE_SPEC": "./a ./b"}) == (
+        ["./a", "./b"],
+        "GO_INSTALL_PACKAGE_SPEC",
+    )
+    assert go.install_spec(tmp_path, {})[0] == ["./cmd/...", "./web"]
+    (tmp_path / "go.mod").write_text("module x\ngo 1.22\n")
+    assert go.install_spec(tmp_path, {}) == (["./..."], "every main package of the module")
+
+
+@pytest.mark.parametrize(
+    ("env", "flags"),
+    [
+        ({}, []),
+        (
+            {"GO_LINKER_SYMBOL": "main.version", "SOURCE_VERSION": "abc123"},
+            ["-X main.version=abc123"],
+        ),
+        ({"GO_LINKER_SYMBOL": "main.v", "GO_LINKER_VALUE": "1 two"}, ["-X 'main.v=1 two'"]),
+        ({"GO_LINKER_SYMBOL": "main.v", "GO_LINKER_VALUE": "it's"}, ['-X "main.v=it\'s"']),
+    ],
+)
+def test_go_linker_symbol_and_value(env: dict[str, str], flags: list[str]) -> None:
+    result = go.linker_flags(env)
+    assert result == (["-ldflags", *flags] if flags else [])
+
+
+def test_go_vendored_modules_build_offline_with_this_toolchain_only(tmp_path: Path) -> None:
+    (tmp_path / "vendor").mkdir()
+    env = go.go_environment(
+        {"GOROOT": "/elsewhere", "GOFLAGS": "-trimpath", "PATH": "/usr/bin"},
+        Path("/opt/dockyard/go/bin/go"),
+        tmp_path,
+        Path("/cache"),
+    )
+    assert env["GOTOOLCHAIN"] == "local" and env["GOPROXY"] == "off"
+    assert env["GOFLAGS"] == "-trimpath -mod=vendor"
+    assert env["GOCACHE"] == "/cache/go/build" and env["GOMODCACHE"] == "/cache/go/mod"
+    assert env["GOBIN"] == str(tmp_path / "bin") and "GOROOT" not in env
+    assert env["PATH"].startswith("/opt/dockyard/go/bin:")
+
+
+# -- procfile ------------------------------------------------------------------------------
+
+
+def procfile_compile(app: Path) -> subprocess.CompletedProcess[str]:
+    script = BUILTIN_ROOT / "procfile" / "bin" / "compile"
+    return subprocess.run(
+        [str(script), str(app), "/nonexistent", "/nonexistent"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+
+
+def test_procfile_programs_that_exist_pass(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "tool").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "tool").chmod(0o755)
+    (tmp_path / "Procfile").write_text(
+        "web: python3 -m http.server $PORT\n# a comment\nworker: LEVEL=2 exec tool --x\n"
+        "clock: bin/tool\nshell: $HOME/anything\n"
+    )
+    assert procfile_compile(tmp_path).returncode == 0
+
+
+def test_a_procfile_program_that_is_nowhere_fails_the_build_naming_the_languages(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "Procfile").write_text("web: sample-go-martini\nworker: python3 w.py\n")
+    result = procfile_compile(tmp_path)
+    assert result.returncode == 1
+    assert "The Procfile's web process starts `sample-go-martini`" in result.stdout
+    assert "worker" not in result.stdout
+    for builtin in BUILTIN_BUILDPACKS[:-1]:  # the script's list is builtins.py's
+        assert f" !       {builtin.language} ({builtin.looks_for})" in result.stdout

@@ -39,3 +39,84 @@ def test_default_workers_follow_cores_and_memory(
 def test_a_bad_worker_count_is_refused_with_the_variable_named() -> None:
     with pytest.raises(SettingsError, match="DOCKYARD_WORKERS"):
         Settings.from_mapping({"DOCKYARD_WORKERS": "zero"})
+
+
+def test_the_abuse_limits_are_settings_with_floors() -> None:
+    limits = Settings.from_mapping(
+        {
+            "DOCKYARD_API_MAX_HEAD_BYTES": "8192",
+            "DOCKYARD_API_MAX_HEADERS": "20",
+            "DOCKYARD_API_HEADER_TIMEOUT": "3",
+            "DOCKYARD_API_MAX_CONNECTIONS_PER_CLIENT": "8",
+            "DOCKYARD_MAX_PENDING_SOURCES": "4",
+            "DOCKYARD_MAX_PENDING_SOURCE_BYTES": "1000000",
+            "DOCKYARD_MAX_BUILD_OUTPUT_BYTES": "100000",
+        }
+    )
+    assert (limits.api_max_head_bytes, limits.api_max_headers) == (8192, 20)
+    assert (limits.api_header_timeout, limits.api_max_connections_per_client) == (3, 8)
+    assert (limits.max_pending_sources, limits.max_pending_source_bytes) == (4, 1000000)
+    assert limits.max_build_output_bytes == 100000
+    for name, value in [
+        ("DOCKYARD_API_MAX_HEAD_BYTES", "100"),  # no request line would fit
+        ("DOCKYARD_API_HEADER_TIMEOUT", "0"),
+        ("DOCKYARD_API_MAX_CONNECTIONS_PER_CLIENT", "0"),
+        ("DOCKYARD_MAX_BUILD_OUTPUT_BYTES", "10"),
+    ]:
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_mapping({name: value})
+def test_blocked_networks_and_the_app_pool_are_read_as_ipv4_networks() -> None:
+    values = Settings.from_mapping(
+        {
+            "DOCKYARD_BLOCKED_NETWORKS": "10.0.0.0/8, 192.168.0.0/16,",
+            "DOCKYARD_APP_NETWORK_POOL": "172.30.0.0/20",
+            "DOCKYARD_CONTAINER_NETWORK_POOL": "172.31.0.0/16",
+        }
+    )
+    assert str(values.container_network_pool) == "172.31.0.0/16"
+    assert [str(network) for network in values.blocked_networks] == ["10.0.0.0/8", "192.168.0.0/16"]
+    assert str(values.app_network_pool) == "172.30.0.0/20"
+    defaults = Settings.from_mapping({})
+    assert defaults.blocked_networks == ()
+    assert str(defaults.app_network_pool) == "10.213.0.0/16"
+    assert str(defaults.container_network_pool) == "10.214.0.0/16"
+    assert defaults.network_isolation is True
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"DOCKYARD_BLOCKED_NETWORKS": "10.0.0.1/8"}, "CIDR notation"),
+        ({"DOCKYARD_BLOCKED_NETWORKS": "fd00::/8"}, "IPv4 networks only"),
+        ({"DOCKYARD_BLOCKED_NETWORKS": "intranet"}, "DOCKYARD_BLOCKED_NETWORKS"),
+        ({"DOCKYARD_APP_NETWORK_POOL": "8.8.0.0/16"}, "private IPv4 range"),
+        ({"DOCKYARD_APP_NETWORK_POOL": "10.213.0.0/28"}, "a /24 or larger"),
+        ({"DOCKYARD_NETWORK_ISOLATION": "maybe"}, "true or false"),
+        ({"DOCKYARD_CONTAINER_NETWORK_POOL": "8.8.0.0/16"}, "private IPv4 range"),
+        ({"DOCKYARD_CONTAINER_NETWORK_POOL": "10.214.0.0/25"}, "a /24 or larger"),
+    ],
+)
+def test_bad_isolation_settings_are_refused_saying_what_to_change(
+    env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(SettingsError, match=says):
+        Settings.from_mapping(env)
+
+
+def test_the_internal_url_defaults_to_the_public_url() -> None:
+    one = Settings.from_mapping({"DOCKYARD_PUBLIC_URL": "https://api.example.com/"})
+    assert one.internal_url == one.own_url == "https://api.example.com"
+    several = Settings.from_mapping(
+        {
+            "DOCKYARD_PUBLIC_URL": "https://api.example.com",
+            "DOCKYARD_INTERNAL_URL": "http://10.0.0.7:8088/",
+        }
+    )
+    assert several.own_url == "http://10.0.0.7:8088"
+    assert several.public_url == "https://api.example.com"
+
+
+@pytest.mark.parametrize("value", ["10.0.0.7:8088", "ftp://10.0.0.7", "http://10.0.0.7/?a=b"])
+def test_an_internal_url_that_is_no_address_is_refused_saying_why(value: str) -> None:
+    with pytest.raises(SettingsError, match="DOCKYARD_INTERNAL_URL must be this API process"):
+        Settings.from_mapping({"DOCKYARD_INTERNAL_URL": value})

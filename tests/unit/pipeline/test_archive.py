@@ -1,4 +1,4 @@
-"""The archive extractor is a security boundary: every rule of SECURITY.md "Archives" is a test.
+"""The archive extractor is a security boundary: every rule of docs/security.md "Archives" is a test.
 
 Ordinary archives are made with ``tarfile``; malicious ones are hand-crafted tar blocks,
 because ``tarfile`` refuses to write most of them. Bombs are built without ever holding

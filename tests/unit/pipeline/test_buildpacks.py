@@ -57,6 +57,36 @@ def test_parse_release_empty_and_flow_forms() -> None:
     )
 
 
+def test_parse_release_keeps_quoted_values_with_commas_whole() -> None:
+    text = """config_vars: {LIST: "a, b, c", PAIR: 'x,y', PLAIN: z}
+default_process_types:
+  web: "gunicorn app:app --workers 2, --bind :$PORT"
+"""
+    process_types, config_vars = parse_release(text)
+    assert config_vars == {"LIST": "a, b, c", "PAIR": "x,y", "PLAIN": "z"}
+    assert process_types == {"web": "gunicorn app:app --workers 2, --bind :$PORT"}
+
+
+def test_parse_release_gives_unquoted_scalars_as_written() -> None:
+    _, config_vars = parse_release("config_vars:\n  WORKERS: 4\n  DEBUG: true\n  EMPTY:\n")
+    assert config_vars == {"WORKERS": "4", "DEBUG": "true", "EMPTY": ""}
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("config_vars: {A: b\n", "it is not valid YAML"),
+        ("config_vars:\n  A: [1, 2\n", "it is not valid YAML"),
+        ("- web\n- worker\n", "it is not a YAML mapping"),
+        ("default_process_types: web\n", "default_process_types is not a mapping"),
+        ("config_vars:\n  A:\n    B: c\n", "config_vars.A is not a single value"),
+    ],
+)
+def test_parse_release_says_what_is_wrong_with_bad_yaml(text: str, words: str) -> None:
+    with pytest.raises(buildpacks.ReleaseYamlError, match=words):
+        parse_release(text)
+
+
 def test_build_environment_has_app_config_and_proxy_trust_but_nothing_of_ours(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -81,7 +111,7 @@ def test_line_buffer_splits_decodes_and_keeps_the_last_redraw() -> None:
 
 
 def test_builtin_order_is_one_explicit_list() -> None:
-    assert [b.name for b in BUILTIN_BUILDPACKS] == ["python", "nodejs", "static", "procfile"]
+    assert [b.name for b in BUILTIN_BUILDPACKS] == ["python", "nodejs", "go", "static", "procfile"]
     for builtin in BUILTIN_BUILDPACKS:
         for step in ("compile", "release"):  # detection is dockyard's own (builtins.py)
             script = buildpacks.BUILTIN_ROOT / builtin.name / "bin" / step
@@ -182,6 +212,21 @@ def test_fetch_failure_is_a_build_error(work: Path) -> None:
         )
 
 
+def test_release_output_that_is_not_yaml_fails_the_build_in_words(work: Path) -> None:
+    (work / "app" / ".buildpacks").write_text("bad\n")
+    with pytest.raises(BuildError) as raised:
+        run_buildpacks(
+            context(work, {}),
+            log=lambda _: None,
+            fetch_buildpack=lambda url, target: pack(target, release="echo 'config_vars: {A'"),
+        )
+    assert "The bad buildpack's release step printed output dockyard cannot read" in str(
+        raised.value
+    )
+    assert "not valid YAML" in str(raised.value)
+    assert "bin/release must print YAML and exit 0" in str(raised.value)
+
+
 def test_release_defaults_merge_and_procfile_wins(work: Path) -> None:
     releases = {
         "a": release_script("PATH: /a/bin:/usr/bin", "web: a", "clock: a-clock"),
@@ -195,8 +240,51 @@ def test_release_defaults_merge_and_procfile_wins(work: Path) -> None:
         fetch_buildpack=lambda url, target: pack(target, release=releases[url]),
     )
     assert result.buildpacks == ["a", "b"]
-    assert result.process_types == {"web": "from-procfile", "clock": "b-clock"}
+    # The last buildpack's defaults only (Scalingo's multi-buildpack): a's `web: a` is
+    # not a default any more, b's clock is.
+    (work / "app" / "Procfile").unlink()
+    shutil.rmtree(work / "scratch")
+    result = run_buildpacks(
+        context(work, {}),
+        log=lambda _: None,
+        fetch_buildpack=lambda url, target: pack(target, release=releases[url]),
+    )
+    assert result.process_types == {"clock": "b-clock"}
     assert result.config_vars == {"PATH": "/b/bin:/usr/bin:/a/bin"}
+
+
+def test_listed_buildpacks_are_detected_before_each_compile_and_skipped_if_they_refuse(
+    work: Path,
+) -> None:
+    (work / "app" / ".buildpacks").write_text("# comment\nmakes-marker\nwants-marker\nnever\n")
+    scripts = {
+        "makes-marker": {"compile": 'touch "$1/marker"; echo made'},
+        "wants-marker": {"detect": 'test -f "$1/marker" && echo Marker', "compile": "echo used"},
+        "never": {"detect": "exit 1", "compile": "echo never-compiled"},
+    }
+    lines: list[str] = []
+    result = run_buildpacks(
+        context(work, {}),
+        log=lines.append,
+        fetch_buildpack=lambda url, target: pack(target, **scripts[url]),
+    )
+    assert result.buildpacks == ["makes-marker", "wants-marker"]
+    assert "-----> Marker app detected" in lines and "used" in lines
+    assert " !     never does not accept this app (bin/detect): skipped" in lines
+    assert "never-compiled" not in lines
+
+
+def test_listed_buildpacks_may_name_built_ins_and_must_not_all_refuse(work: Path) -> None:
+    (work / "app" / "index.html").write_text("<p>hi</p>")
+    (work / "app" / ".buildpacks").write_text("static\n")
+    result = run_buildpacks(
+        context(work, {}), log=lambda _: None, fetch_buildpack=lambda _, t: None
+    )
+    assert result.buildpacks == ["static"] and "web" in result.process_types
+    (work / "app" / ".buildpacks").write_text("python\n")
+    shutil.rmtree(work / "scratch")
+    with pytest.raises(BuildError, match=r"None of the buildpacks listed in \.buildpacks accepts"):
+        run_buildpacks(context(work, {}), log=lambda _: None, fetch_buildpack=lambda _, t: None)
 
 
 def test_invalid_procfile_is_a_build_error(work: Path) -> None:
@@ -257,8 +345,11 @@ def test_nothing_matches(work: Path) -> None:
     with pytest.raises(BuildError) as caught:
         run_buildpacks(context(work, {}), log=lambda _: None, fetch_buildpack=lambda _, t: None)
     assert caught.value.message.startswith(
-        "No buildpack matched this app: looked for requirements.txt, pyproject.toml, Pipfile, "
-        "setup.py (python), package.json (nodejs), index.html (static), Procfile (procfile)."
+        "No buildpack matched this app: dockyard did not recognise its language. Its built-in "
+        "buildpacks support Python (requirements.txt, pyproject.toml, Pipfile, setup.py); "
+        "Node.js (package.json); Go (go.mod, Godeps/Godeps.json, vendor/vendor.json, "
+        "glide.yaml, Gopkg.lock); static sites (index.html); any program the stack already "
+        "has, started by a Procfile (Procfile). Add the file for the app's language"
     )
 
 

@@ -43,6 +43,35 @@ async def test_routes_by_host_name_case_insensitively(
         assert (await c.get("/", headers={"Host": "a.localhost."})).json()["name"] == "a"
 
 
+async def test_an_apps_instances_answer_in_turn_and_a_refused_one_is_skipped(
+    router: Router, table: RouteTable, start_app: StartApp
+) -> None:
+    one, two = await start_app("one"), await start_app("two")
+    with socket.socket() as closed:  # a port nothing listens on: an instance just died
+        closed.bind(("127.0.0.1", 0))
+        dead = Backend("127.0.0.1", closed.getsockname()[1])
+    table.set_backends("a", [one.backend, two.backend])
+    names = []
+    for _ in range(4):  # a new connection each time: no reuse of an open one
+        async with client(router) as c:
+            names.append((await c.get("/", headers=host("a", router))).json()["name"])
+    assert sorted(names) == ["one", "one", "two", "two"]
+
+    table.set_backends("a", [dead, one.backend])
+    for _ in range(4):
+        async with client(router) as c:
+            resp = await c.get("/", headers=host("a", router))
+            assert resp.status_code == 200 and resp.json()["name"] == "one"
+
+
+async def test_an_app_scaled_to_zero_says_so(router: Router, table: RouteTable) -> None:
+    table.set_backends("a", [], empty="scaled-down")
+    async with client(router) as c:
+        resp = await c.get("/", headers=host("a", router))
+    assert resp.status_code == 503
+    assert "scaled to zero web instances" in resp.text
+
+
 async def test_unknown_host_gets_a_404_page_naming_it(router: Router) -> None:
     async with client(router) as c:
         for name in ("nope.localhost", "example.com", "a.b.localhost"):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dockyard import sandbox
+from dockyard.domain.formation import Scale
 from dockyard.errors import BootError, Conflict
-from dockyard.router.table import Backend, RouteTable
+from dockyard.routetable import Backend, RouteTable
 from dockyard.runtime.fake import EXITS_AT_BOOT, NEVER_BINDS, Behaviour, FakeRuntime
-from dockyard.runtime.supervisor import Supervisor
+from dockyard.runtime.supervisor import InstanceEvent, Supervisor
 
 APP = "sample-app"
 WEB = {"web": "serve", "worker": "work"}
@@ -35,9 +36,16 @@ class Routes(RouteTable):
         super().__init__()
         self.events = events
 
-    def set_backend(self, app: str, backend: Backend) -> None:
-        self.events.append(("route", app, f"{backend.host}:{backend.port}"))
-        super().set_backend(app, backend)
+    def set_backends(
+        self, app: str, backends: Iterable[Backend], *, empty: str = "crashed"
+    ) -> None:
+        chosen = list(backends)
+        if chosen:
+            shown = ",".join(f"{b.host}:{b.port}" for b in chosen)
+            self.events.append(("route", app, shown))
+        else:
+            self.events.append(("status", app, empty))
+        super().set_backends(app, chosen, empty=empty)
 
     def set_status(self, app: str, status: str) -> None:
         self.events.append(("status", app, status))
@@ -110,6 +118,7 @@ def deploy(
     process_types: dict[str, str] = WEB,
     *,
     log: list[str] | None = None,
+    formation: dict[str, Scale] | None = None,
 ) -> None:
     supervisor.deploy(
         APP,
@@ -118,6 +127,7 @@ def deploy(
         process_types,
         {"SECRET_KEY": "s3cret"},
         log=(log if log is not None else []).append,
+        formation=formation,
     )
 
 
@@ -185,14 +195,15 @@ def test_the_old_release_drains_before_it_is_stopped_unless_the_server_exits(
 ) -> None:
     supervisor = make_supervisor(drain_seconds=0.3)
     deploy(supervisor, "r1")
+    # Taken before the deploy: the drain starts inside it, at the switch
+    switching = time.monotonic()
     deploy(supervisor, "r2")
-    switched = time.monotonic()
     assert {spec.release_id for spec in runtime.running()} == {"r1", "r2"}
     assert supervisor.retiring_releases(APP) == {"r1"}  # its files must stay meanwhile
     assert not supervisor.wait_release_stopped(APP, "r1", timeout=0.01)
     assert supervisor.wait_release_stopped(APP, "r1", timeout=5)
     supervisor.wait_retired()
-    assert time.monotonic() - switched >= 0.3
+    assert time.monotonic() - switching >= 0.3
     assert {spec.release_id for spec in runtime.running()} == {"r2"}
     assert supervisor.retiring_releases(APP) == set()
 
@@ -324,6 +335,22 @@ def test_status_says_restarting_then_crashed_while_a_process_keeps_failing(
     )
 
 
+def test_a_process_killed_for_memory_is_logged_as_such_and_restarted(
+    supervisor: Supervisor, runtime: FakeRuntime, routes: Routes, clock: Clock
+) -> None:
+    deploy(supervisor, "r1")
+    web = supervisor._apps[APP].processes["web-1"]
+    assert web.handle is not None
+    runtime.crash(web.handle, out_of_memory=True)
+    supervisor.tick()
+    assert "web-1 was killed: it used more than its memory limit; restarting in 1 s" in (
+        "\n".join(supervisor.app_logs(APP, lines=10))
+    )
+    assert web.restart_at is not None
+    clock.now = web.restart_at
+    wait_for(lambda: routes.lookup(APP) is not None, supervisor.tick)
+
+
 def test_stop_start_restart_and_remove(
     supervisor: Supervisor, runtime: FakeRuntime, routes: Routes, store: Store, tmp_path: Path
 ) -> None:
@@ -420,7 +447,8 @@ def test_logs_are_merged_prefixed_and_followed(
     deploy(supervisor, "r1")
 
     lines = supervisor.app_logs(APP, lines=10)
-    assert [line.split(" ", 1)[1] for line in lines] == [
+    # Four date fields first (the official client's format), then the name.
+    assert [line.split(" ", 4)[4] for line in lines] == [
         "[web-1] web says hi",
         "[worker-1] worker says hi",
         "[dockyard] release r1 started",
@@ -458,3 +486,219 @@ def test_the_supervision_thread_restarts_and_shutdown_stops_everything(
 
     supervisor.shutdown()
     assert runtime.running() == []
+
+
+# -- formations ------------------------------------------------------------------------
+
+
+def web_backends(routes: RouteTable) -> set[Backend]:
+    return set(routes.backends(APP))
+
+
+def test_a_release_starts_its_whole_formation_and_routes_every_web_instance(
+    supervisor: Supervisor, runtime: FakeRuntime, routes: Routes
+) -> None:
+    deploy(supervisor, "r1", formation={"web": Scale(3, "L"), "worker": Scale(2, "S")})
+
+    instances = supervisor.observe(APP)
+    assert [i.name for i in instances] == ["web-1", "web-2", "web-3", "worker-1", "worker-2"]
+    assert {i.state for i in instances} == {"running"}
+    assert {i.size for i in instances} == {"L", "S"}
+    assert len(web_backends(routes)) == 3
+    assert {i.endpoint for i in instances if i.process_type == "web"} == web_backends(routes)
+    containers = {spec.container for spec in runtime.running()}
+    assert {"sample-app-web-3", "sample-app-worker-2"} <= containers
+    memory = {spec.name: spec.limits.memory_bytes for spec in runtime.running()}
+    assert memory["web-1"] == 1024 * 1024**2 and memory["worker-1"] == 256 * 1024**2
+    seen = {routes.lookup(APP) for _ in range(6)}
+    assert seen == web_backends(routes), "requests go to every web instance in turn"
+
+
+def test_scaling_up_adds_instances_to_the_rotation_once_they_answer(
+    supervisor: Supervisor, runtime: FakeRuntime, routes: Routes
+) -> None:
+    deploy(supervisor, "r1")
+    assert len(web_backends(routes)) == 1
+
+    supervisor.scale(APP, {"web": Scale(4), "worker": Scale(1)})
+    assert not supervisor.converged(APP)
+    wait_for(lambda: supervisor.converged(APP), supervisor.tick)
+
+    assert len(web_backends(routes)) == 4
+    assert [i.name for i in supervisor.observe(APP) if i.process_type == "web"] == [
+        "web-1",
+        "web-2",
+        "web-3",
+        "web-4",
+    ]
+
+
+def test_scaling_down_takes_instances_out_of_the_rotation_before_stopping_them(
+    supervisor: Supervisor, runtime: FakeRuntime, routes: Routes
+) -> None:
+    deploy(supervisor, "r1", formation={"web": Scale(3), "worker": Scale(1)})
+    runtime.events.clear()
+
+    supervisor.scale(APP, {"web": Scale(1), "worker": Scale(0)})
+    supervisor.wait_retired()
+
+    kinds = [kind for kind, _, _ in runtime.events]
+    assert kinds.index("route") < kinds.index("stop"), "out of the rotation, then stopped"
+    assert [i.name for i in supervisor.observe(APP)] == ["web-1"]
+    assert [spec.name for spec in runtime.running()] == ["web-1"]
+    assert len(web_backends(routes)) == 1
+
+
+def test_web_scaled_to_zero_shows_its_own_page_and_comes_back(
+    supervisor: Supervisor, routes: Routes
+) -> None:
+    deploy(supervisor, "r1")
+
+    supervisor.scale(APP, {"web": Scale(0), "worker": Scale(1)})
+    supervisor.wait_retired()
+    assert routes.lookup(APP) is None
+    assert routes.status(APP) == "scaled-down"
+
+    supervisor.scale(APP, {"web": Scale(2), "worker": Scale(1)})
+    wait_for(lambda: len(web_backends(routes)) == 2, supervisor.tick)
+
+
+def test_a_dead_instance_leaves_the_rotation_and_comes_back_after_its_restart(
+    supervisor: Supervisor, runtime: FakeRuntime, routes: Routes, clock: Clock
+) -> None:
+    deploy(supervisor, "r1", formation={"web": Scale(3)})
+    web2 = supervisor._apps[APP].processes["web-2"]
+    assert web2.handle is not None
+    dead = Backend(web2.handle.host, web2.handle.port or 0)
+
+    runtime.crash(web2.handle)
+    supervisor.tick()
+
+    assert dead not in web_backends(routes) and len(web_backends(routes)) == 2
+    assert routes.status(APP) == "running", "the others go on serving"
+    assert {i.name: i.state for i in supervisor.observe(APP)}["web-2"] == "crashed"
+    clock.now += 1
+    wait_for(lambda: len(web_backends(routes)) == 3, supervisor.tick)
+
+
+def test_a_size_change_restarts_that_types_instances_at_the_new_size(
+    supervisor: Supervisor, runtime: FakeRuntime
+) -> None:
+    deploy(supervisor, "r1")
+
+    supervisor.scale(APP, {"web": Scale(1, "XL"), "worker": Scale(1)})
+    wait_for(lambda: supervisor.converged(APP), supervisor.tick)
+
+    memory = {spec.name: spec.limits.memory_bytes for spec in runtime.running()}
+    assert memory == {"web-1": 2048 * 1024**2, "worker-1": 512 * 1024**2}
+
+
+def test_restart_of_one_type_or_instance_leaves_the_others_running(
+    supervisor: Supervisor, runtime: FakeRuntime
+) -> None:
+    deploy(supervisor, "r1", formation={"web": Scale(2), "worker": Scale(1)})
+    before = {spec.name: spec for spec in runtime.running()}
+    starts = len([e for e in runtime.events if e[0] == "start"])
+
+    assert supervisor.restart_app(APP, ["worker"]) == ["worker-1"]
+    assert supervisor.restart_app(APP, ["web-2"]) == ["web-2"]
+    wait_for(lambda: supervisor.converged(APP), supervisor.tick)
+
+    assert len([e for e in runtime.events if e[0] == "start"]) == starts + 2
+    assert {spec.name for spec in runtime.running()} == set(before)
+    with pytest.raises(Conflict, match="Nothing to restart named clock"):
+        supervisor.restart_app(APP, ["clock"])
+
+
+def test_restore_brings_back_the_formation(
+    make_supervisor: Callable[..., Supervisor], runtime: FakeRuntime
+) -> None:
+    first = make_supervisor()
+    deploy(first, "r1", formation={"web": Scale(2, "L"), "worker": Scale(0)})
+    runtime.kill_all()
+
+    second = make_supervisor()
+    second.restore(lambda app: {})
+    wait_for(lambda: second.converged(APP), second.tick)
+
+    assert [(i.name, i.size) for i in second.observe(APP)] == [("web-1", "L"), ("web-2", "L")]
+
+
+def test_instance_events_tell_each_state_change(
+    supervisor: Supervisor, runtime: FakeRuntime, clock: Clock
+) -> None:
+    events: list[InstanceEvent] = []
+    supervisor.subscribe(events.append)
+    deploy(supervisor, "r1")
+    web = supervisor._apps[APP].processes["web-1"]
+    assert web.handle is not None
+
+    runtime.crash(web.handle)
+    supervisor.tick()
+    clock.now += 1
+    wait_for(lambda: supervisor.converged(APP), supervisor.tick)
+    supervisor.scale(APP, {"web": Scale(1), "worker": Scale(0)})
+
+    seen = [(e.instance, e.state) for e in events]
+    assert seen == [
+        ("web-1", "crashed"),
+        ("web-1", "starting"),
+        ("web-1", "running"),
+        ("worker-1", "stopped"),
+    ]
+    assert "exited with status 137" in events[0].detail
+
+
+def test_rename_moves_the_route_state_and_logs_and_restarts_under_the_new_name(
+    supervisor: Supervisor, runtime: FakeRuntime, routes: Routes, store: Store, tmp_path: Path
+) -> None:
+    deploy(supervisor, "r1")
+    assert (tmp_path / "logs" / APP).is_dir()
+
+    supervisor.rename_app(APP, "renamed-app")
+    wait_for(lambda: supervisor.status("renamed-app") == "running", supervisor.tick)
+    assert routes.lookup("renamed-app") is not None
+    assert routes.status(APP) == "none"
+    assert supervisor.status(APP) == "new"
+    assert {spec.container for spec in runtime.running()} == {
+        "renamed-app-web-1",
+        "renamed-app-worker-1",
+    }
+    assert store.saved["renamed-app"]["release_id"] == "r1"
+    assert not (tmp_path / "logs" / APP).exists()
+    assert (tmp_path / "logs" / "renamed-app" / "r1").is_dir()
+    # A name in use by another running app is refused, and nothing moves.
+    supervisor.deploy("other-app", "r2", Path("/releases/r2"), WEB, {}, log=lambda _: None)
+    with pytest.raises(Conflict):
+        supervisor.rename_app("renamed-app", "other-app")
+    assert routes.lookup("renamed-app") is not None
+
+
+def test_an_app_handed_over_to_another_supervisor_stops_here_and_leaves_its_route(
+    supervisor: Supervisor, runtime: FakeRuntime, routes: Routes, store: Store
+) -> None:
+    """Worker processes: another worker switched the app to a release of its own; this
+    one stops its instances but writes neither the route nor the saved state."""
+    deploy(supervisor, "r1")
+    runtime.events.clear()
+    saved = dict(store.saved[APP])
+
+    supervisor.hand_over(APP)
+    supervisor.wait_retired()
+
+    assert runtime.running() == []
+    assert not [event for event in runtime.events if event[0] in ("route", "status")]
+    assert routes.lookup(APP) is not None  # the route is the new owner's to change
+    assert store.saved[APP] == saved
+    assert supervisor.status(APP) == "new"
+    supervisor.hand_over(APP)  # told twice (the bus may repeat): nothing more to do
+
+
+def test_a_supervisor_takes_an_app_over_before_it_routes_a_release(
+    make_supervisor: Callable[..., Supervisor], runtime: FakeRuntime, routes: Routes
+) -> None:
+    supervisor = make_supervisor()
+    taken: list[tuple[str, str | None]] = []
+    supervisor.take_over = lambda app: taken.append((app, routes.status(app)))
+    deploy(supervisor, "r1")
+    assert taken == [(APP, "none")]  # before the first route was written

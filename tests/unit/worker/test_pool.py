@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from dockyard.bootstrap import Platform
+from dockyard.platform import Platform
 from dockyard.services import deployments as deployments_service
 from dockyard.worker import pool as pool_module
 from dockyard.worker.pool import WorkerPool
@@ -72,7 +72,7 @@ def runs() -> Runs:
 
 @pytest.fixture
 def pool(queue: Queue, runs: Runs) -> Iterator[WorkerPool]:
-    platform = SimpleNamespace(db=None, bus=None, settings=SimpleNamespace(is_postgres=False))
+    platform = SimpleNamespace(db=None, bus=None, settings=SimpleNamespace(is_postgres=False, lease_seconds=30))
     pool = WorkerPool(cast(Platform, platform), runs, workers=2)
     pool.start()
     yield pool
