@@ -103,7 +103,7 @@ def seed(server: Server) -> tuple[str, str]:
     platform = build_platform(Settings.from_mapping(server.env))
     try:
         issued = create_user(db=platform.db, username="bench", email="bench@example.com")
-        app = create_app(db=platform.db, owner=issued.token.user, name=APP)
+        app = create_app(db=platform.db, owner=issued.user, name=APP)
         start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
         rows: list[dict[str, Any]] = []
         for index in range(DEPLOYMENTS):
@@ -112,7 +112,7 @@ def seed(server: Server) -> tuple[str, str]:
                 {
                     "id": str(uuid.uuid4()),
                     "app_id": app.id,
-                    "pusher_id": app.owner_id,
+                    "pusher_id": app.owner.id,
                     "status": "success" if index % 10 else "build-error",
                     "git_ref": f"v{index}",
                     "previous_git_ref": f"v{index - 1}" if index else None,

@@ -16,7 +16,7 @@ MARK = "{mark}"
 
 class Hello(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = f"hello {{MARK}}\\n".encode()
+        body = {body}.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -55,11 +55,18 @@ def tar_gz(files: dict[str, str], root: str = "app") -> bytes:
     return buffer.getvalue()
 
 
-def stdlib_app(mark: str = "v1", extra: dict[str, str] | None = None) -> bytes:
+HELLO = 'f"hello {MARK}\\n"'
+CONTAINER = 'os.environ["CONTAINER"]'  # which instance answered: web-1, web-2, ...
+
+
+def stdlib_app(
+    mark: str = "v1", extra: dict[str, str] | None = None, *, body: str = HELLO
+) -> bytes:
+    """A stdlib web server answering ``body`` (a Python expression) to every GET."""
     files = {
         "Procfile": "web: python3 app.py\n",
         "requirements.txt": "",
-        "app.py": STDLIB_APP.format(mark=mark),
+        "app.py": STDLIB_APP.format(mark=mark, body=body),
         **(extra or {}),
     }
     return tar_gz(files)
@@ -71,5 +78,41 @@ def flask_app(mark: str = "v1") -> bytes:
             "Procfile": "web: gunicorn --bind 0.0.0.0:$PORT --workers 2 app:app\n",
             "requirements.txt": "flask==3.1.3\ngunicorn==23.0.0\n",
             "app.py": FLASK_APP.format(mark=mark),
+        }
+    )
+
+
+# A Go module with its one dependency vendored (a local module, laid out as `go mod
+# vendor` does) and the version comment of Scalingo's sample-go-martini: builds with no
+# download but the toolchain's.
+GO_MAIN = """\
+package main
+
+import (
+	"net/http"
+	"os"
+
+	"example.com/greeting"
+)
+
+func main() {
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(greeting.Hello("{mark}")))
+	})
+	http.ListenAndServe(":"+os.Getenv("PORT"), nil)
+}
+"""
+
+
+def go_app(mark: str = "v1") -> bytes:
+    return tar_gz(
+        {
+            "Procfile": "web: hello\n",
+            "go.mod": "module example.com/hello\n\n// +scalingo goVersion go1.17\ngo 1.17\n\n"
+            "require example.com/greeting v1.0.0\n",
+            "main.go": GO_MAIN.replace("{mark}", mark),
+            "vendor/modules.txt": "# example.com/greeting v1.0.0\n## explicit\nexample.com/greeting\n",
+            "vendor/example.com/greeting/greeting.go": "package greeting\n\n"
+            'func Hello(mark string) string { return "hello " + mark + "\\n" }\n',
         }
     )

@@ -75,6 +75,7 @@ class Server:
             "DOCKYARD_DATA_DIR": str(data_dir / "data"),
             "DOCKYARD_PORT": str(port),
             "DOCKYARD_ROUTER_PORT": str(router_port),
+            "DOCKYARD_ATTACH_PORT": str(free_port()),
             **extra_env,
         }
         return cls(data_dir=data_dir, port=port, router_port=router_port, env=env)
@@ -289,6 +290,7 @@ def timed_deploy(
         "routed": served - at["success"],
         "total": served - started,
         "log": [(round(stamp - started, 4), line) for stamp, line in recorder.logs(deployment_id)],
+        "deployment_id": deployment_id,
     }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.loadproc import run_to_file
 
-# What the official client sends on every call (API.md), minus the body headers of a GET.
+# What the official client sends on every call (docs/api.md), minus the body headers of a GET.
 CLIENT_HEADERS = {
     "Accept": "application/json",
     "Content-Type": "application/json",

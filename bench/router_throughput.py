@@ -88,15 +88,21 @@ def _serve_uvicorn_backend() -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _serve_router(backend_port: int) -> None:
+def _serve_router(backend_port: int, logs_dir: Path | None) -> None:
     import uvloop
 
     from dockyard.router import Backend, Router, RouteTable
+    from dockyard.router.accesslog import AccessLog
+    from dockyard.runtime.applogs import RouterLogs
 
     async def main() -> None:
         table = RouteTable()
         table.set_backend("bench", Backend("127.0.0.1", backend_port))
-        router = Router(table, apps_domain="localhost")
+        logs = None
+        if logs_dir is not None:  # as ``dockyard serve`` runs it: a line per request, on disk
+            (logs_dir / "bench").mkdir(exist_ok=True)
+            logs = AccessLog(RouterLogs(logs_dir).write)
+        router = Router(table, apps_domain="localhost", access_log=logs)
         await router.start("127.0.0.1", 0)
         print("PORT", router.port, flush=True)
         await asyncio.Event().wait()
@@ -149,11 +155,17 @@ async def _load(port: int, connections: int, seconds: float) -> float:
     return sum(counter) / (time.perf_counter() - started)
 
 
-def _measure(backend: str, connections: int, seconds: float, rounds: int) -> dict[str, object]:
+def _measure(
+    backend: str, connections: int, seconds: float, rounds: int, access_log: bool
+) -> dict[str, object]:
+    import tempfile
+
     import uvloop
 
+    logs_dir = tempfile.TemporaryDirectory(prefix="router-bench-logs-")
     backend_proc, backend_port = _spawn(f"--serve-{backend}-backend")
-    router_proc, router_port = _spawn("--serve-router", str(backend_port))
+    logs = ["--router-logs-dir", logs_dir.name] if access_log else []
+    router_proc, router_port = _spawn("--serve-router", str(backend_port), *logs)
     direct: list[float] = []
     routed: list[float] = []
     try:
@@ -166,9 +178,11 @@ def _measure(backend: str, connections: int, seconds: float, rounds: int) -> dic
         for proc in (router_proc, backend_proc):
             proc.kill()
             proc.wait()
+        logs_dir.cleanup()
     ratios = sorted(r / d for r, d in zip(routed, direct, strict=True))
     return {
         "backend": backend,
+        "access_log": access_log,
         "connections": connections,
         "seconds": seconds,
         "rounds": rounds,
@@ -189,16 +203,25 @@ def main() -> None:
     parser.add_argument("--serve-raw-backend", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-uvicorn-backend", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-router", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--router-logs-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the router writes its access lines, as dockyard serve does (default)",
+    )
     args = parser.parse_args()
     if args.serve_raw_backend:
         return _serve_raw_backend()
     if args.serve_uvicorn_backend:
         return _serve_uvicorn_backend()
     if args.serve_router is not None:
-        return _serve_router(args.serve_router)
+        return _serve_router(args.serve_router, args.router_logs_dir)
 
     backends = ["uvicorn", "raw"] if args.backend == "both" else [args.backend]
-    results = [_measure(b, args.connections, args.seconds, args.rounds) for b in backends]
+    results = [
+        _measure(b, args.connections, args.seconds, args.rounds, args.access_log) for b in backends
+    ]
     machine = {
         "cores": os.cpu_count(),
         "python": platform.python_version(),

@@ -26,7 +26,21 @@ from typing import Any
 if __package__ in (None, ""):  # run as bench/run.py: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import api, concurrency, deploy_latency, stream, upload, warm_rebuild
+from bench import (
+    api,
+    concurrency,
+    deploy_latency,
+    docker_runtime,
+    formation,
+    go_build,
+    routers,
+    stream,
+    swarm_runtime,
+    swarm_workers,
+    upload,
+    warm_rebuild,
+    workers,
+)
 from bench.harness import Mode, Result
 
 BENCHMARKS: dict[str, Callable[[Mode], Result]] = {
@@ -36,6 +50,13 @@ BENCHMARKS: dict[str, Callable[[Mode], Result]] = {
     api.NAME: api.run,
     stream.NAME: stream.run,
     concurrency.NAME: concurrency.run,
+    go_build.NAME: go_build.run,
+    formation.NAME: formation.run,
+    routers.NAME: routers.run,
+    docker_runtime.NAME: docker_runtime.run,
+    workers.NAME: workers.run,
+    swarm_runtime.NAME: swarm_runtime.run,
+    swarm_workers.NAME: swarm_workers.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
