@@ -6,4 +6,6 @@ bash scripts/setup.sh
 bash scripts/services.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
+# The dependency rule between the layers (pyproject.toml, [tool.importlinter]).
+.venv/bin/lint-imports
 exec .venv/bin/pytest "$@"
