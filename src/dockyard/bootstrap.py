@@ -321,7 +321,8 @@ def build_worker(settings: Settings) -> WorkerProcess:
         )
     shared_routes = DatabaseRoutes(platform.db, platform.bus, owner=settings.worker_name)
     supervisor: AppRuntime
-    adopt: Callable[[str], bool] | None = None  # the apps of a gone worker (worker/presence.py)
+    # The apps of a gone worker (worker/presence.py): adopt(app, claim).
+    adopt: Callable[[str, Callable[[], bool]], bool] | None = None
     if settings.runtime == "swarm":
         from dockyard.runtime.swarm.apps import SwarmApps
 
@@ -333,9 +334,9 @@ def build_worker(settings: Settings) -> WorkerProcess:
         assert isinstance(supervisor, SwarmApps)
         swarm_apps = supervisor
 
-        def adopt_app(app: str) -> bool:
+        def adopt_app(app: str, claim: Callable[[], bool]) -> bool:
             return swarm_apps.adopt(
-                app, lambda name: release_environment(db=platform.db, app_name=name)
+                app, lambda name: release_environment(db=platform.db, app_name=name), claim
             )
 
         adopt = adopt_app

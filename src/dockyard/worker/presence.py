@@ -19,9 +19,13 @@ log = logging.getLogger(__name__)
 
 
 class Presence:
-    def __init__(self, platform: Platform, *, adopt: Callable[[str], bool] | None) -> None:
+    def __init__(
+        self, platform: Platform, *, adopt: Callable[[str, Callable[[], bool]], bool] | None
+    ) -> None:
         self.platform = platform
-        self.adopt = adopt  # None: this runtime's apps die with their worker
+        # adopt(app, claim): takes the app over if ``claim`` makes this worker its owner.
+        # None: this runtime's apps die with their worker.
+        self.adopt = adopt
         settings = platform.settings
         self.name = settings.worker_name
         self.runtime = settings.runtime
@@ -65,6 +69,11 @@ class Presence:
             return
         gone = presence.orphans(db=db, me=self.name, lease_seconds=self.lease_seconds)
         for app, owner in sorted(gone.items()):
-            if presence.adopt(db=db, bus=self.platform.bus, app=app, gone=owner, me=self.name):
-                log.warning("adopted app %s: its worker %s is gone", app, owner)
-                self.adopt(app)
+
+            def claim(app: str = app, owner: str = owner) -> bool:
+                won = presence.adopt(db=db, bus=self.platform.bus, app=app, gone=owner, me=self.name)
+                if won:
+                    log.warning("adopted app %s: its worker %s is gone", app, owner)
+                return won
+
+            self.adopt(app, claim)

@@ -4,6 +4,7 @@ lines. The services themselves run in tests/e2e/test_swarm_runtime.py."""
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -204,3 +205,53 @@ def test_a_redeploy_is_done_only_once_swarm_calls_the_update_completed() -> None
     pending, failure = pending_after(running, "rollback_started")
     assert pending == ["web"] and failure is not None and "rolled the web service back" in failure
 
+
+
+class _NoServicesApi:
+    """A swarm with none of the app's services yet: enough for an adoption to read."""
+
+    def services(self, filters: object = None) -> list[dict[str, object]]:
+        return []
+
+    def tasks(self, filters: object = None) -> list[dict[str, object]]:
+        return []
+
+    def nodes(self, filters: object = None) -> list[dict[str, object]]:
+        return []
+
+
+def test_questions_asked_while_an_app_is_adopted_wait_for_its_state(tmp_path: Path) -> None:
+    """From the claim on, the api asks the adopter about the app: it must not answer that
+    the app runs nothing just because it has not read the app's state yet."""
+    saved = {
+        "runtime": "swarm", "release_id": "r42", "process_types": {"web": "python3 server.py"},
+        "formation": {"web": [2, "M"]}, "image": "image", "stopped": False,
+    }  # fmt: skip
+    apps = SwarmApps(
+        SimpleNamespace(api=_NoServicesApi()),
+        routes=SimpleNamespace(set_backends=lambda *args, **kwargs: None),
+        store=SimpleNamespace(load_all=lambda: {"shop": saved}),
+        image_for=lambda app, release: "image",
+        prefix="dyt",
+        timings=TIMINGS,
+        logs_dir=tmp_path,
+        host_uid_for=lambda app: 200001,
+    )
+    asked: list[list[str]] = []
+    question = threading.Thread(
+        target=lambda: asked.append([i.name for i in apps.observe("shop")])
+    )
+
+    def claim() -> bool:
+        # The api's question arrives between the claim and the read of the state; it is
+        # still waiting when the claim returns.
+        question.start()
+        question.join(timeout=0.2)
+        assert question.is_alive()
+        return True
+
+    assert apps.adopt("shop", lambda app: {}, claim) is True
+    question.join(timeout=5)
+    assert asked == [["web-1", "web-2"]]
+    assert apps.adopt("cart", lambda app: {}, lambda: False) is False  # another won it
+    assert apps.observe("cart") == []

@@ -65,6 +65,9 @@ POLL_SECONDS = 0.25
 NODES_SECONDS = 5.0
 BOOT_OUTPUT_LINES = 20
 _RELEASE_WAIT_POLL = 0.5
+# How long a question about an app waits for its adoption to read its state (a database
+# read and a list of services: well under a second unless something is wrong).
+ADOPTION_SECONDS = 10.0
 
 
 @dataclass(eq=False)
@@ -132,6 +135,8 @@ class SwarmApps(AppBook["_App"]):
         self._nodes_read_at = 0.0
         self._removal_listeners: list[Callable[[str], None]] = []
         self.logs = ServiceLogs(client, logs_dir)
+        self._adopting: set[str] = set()
+        self._adoptions = threading.Condition()
 
     # -- deploying ----------------------------------------------------------------------
 
@@ -526,7 +531,7 @@ class SwarmApps(AppBook["_App"]):
 
     def observe(self, app: str) -> list[Instance]:
         """One instance per slot of each service: Swarm's task for it, as dockyard's."""
-        state = self._get(app)
+        state = self._settled(app)
         if state is None:
             return []
         by_type = self._tasks_by_type(state)
@@ -562,7 +567,7 @@ class SwarmApps(AppBook["_App"]):
         return sorted(instances, key=lambda i: (i.process_type != "web", i.process_type, i.index))
 
     def converged(self, app: str) -> bool:
-        state = self._get(app)
+        state = self._settled(app)
         if state is None:
             return True
         if state.stopped:
@@ -574,7 +579,7 @@ class SwarmApps(AppBook["_App"]):
         return all(i.state == "running" for i in self.observe(app))
 
     def status(self, app: str) -> str:
-        state = self._get(app)
+        state = self._settled(app)
         if state is None:
             return "new"
         if state.stopped:
@@ -637,17 +642,40 @@ class SwarmApps(AppBook["_App"]):
             self._restore_app(app, saved, env_for)
         self.tick()
 
-    def adopt(self, app: str, env_for: Callable[[str], Mapping[str, str]]) -> bool:
-        """This worker answers for ``app`` from now on (its owner is gone and this worker
-        was made the new one, services/presence.py): its saved state read, its services'
-        logs followed, its route written from the tasks. Whether there was a state."""
-        saved = self.store.load_all().get(app)
-        with self._app_lock(app):
-            if not saved or not self._restore_app(app, saved, env_for):
+    def adopt(
+        self, app: str, env_for: Callable[[str], Mapping[str, str]], claim: Callable[[], bool]
+    ) -> bool:
+        """This worker answers for ``app`` from now on, if ``claim`` makes it the app's
+        owner (its owner is gone, services/presence.py): its saved state read, its
+        services' logs followed, its route written from the tasks. Whether it did.
+
+        From the claim on, the api asks this worker about the app; until the state is read
+        those questions wait (``_settled``) rather than hear that the app runs nothing."""
+        with self._adoptions:
+            self._adopting.add(app)
+        try:
+            if not claim():
                 return False
+            saved = self.store.load_all().get(app)
+            with self._app_lock(app):
+                if not saved or not self._restore_app(app, saved, env_for):
+                    return False
+        finally:
+            with self._adoptions:
+                self._adopting.discard(app)
+                self._adoptions.notify_all()
         self._event(app, "adopted by another worker: the one that ran it is gone")
         self.tick()
         return True
+
+    def _settled(self, app: str) -> _App | None:
+        """The app's state, once an adoption of it under way has read it."""
+        state = self._get(app)
+        if state is None:
+            with self._adoptions:
+                self._adoptions.wait_for(lambda: app not in self._adopting, ADOPTION_SECONDS)
+            state = self._get(app)
+        return state
 
     def _restore_app(
         self, app: str, saved: Mapping[str, Any], env_for: Callable[[str], Mapping[str, str]]
