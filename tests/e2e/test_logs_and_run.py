@@ -84,6 +84,8 @@ def test_logs_lines_shows_what_the_app_printed_and_the_router_saw(
     only_router = ops.dump(url, lines=50, filter="router").text.splitlines()
     assert only_router and all("[router]" in line for line in only_router)
     assert ops.dump(url, lines=5, filter="worker").status_code == 204
+    # ``logs -n 20000``: more than is kept is asked for; the client accepts only a success.
+    assert ops.dump(url, lines=20_000, filter="web").text.splitlines() == only_web
 
 
 def test_logs_follow_gets_a_new_line_within_a_second(

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dockyard.db.engine import transaction
 from dockyard.db.models import App, LogGrant
 from dockyard.domain.records import AppRecord, UserRecord
-from dockyard.errors import Unauthenticated
+from dockyard.errors import NotFound, Unauthenticated
 from dockyard.services.apps import find_app
 from dockyard.services.auth import hash_token, new_secret_token
 from dockyard.services.clock import as_utc
@@ -95,5 +95,6 @@ def app_for_token(*, db: sessionmaker[Session], tokens: LogTokens, app_id: str, 
     with transaction(db) as session:
         app = session.get(App, app_id)
         if app is None:
-            raise Unauthenticated("This logs URL is for an app that no longer exists.")
+            # The URL was valid: the client says "there is no log" on a 404 rather than fail.
+            raise NotFound("app")
         return app.name

@@ -175,6 +175,9 @@ def test_timeline_lists_changes_newest_first_with_variable_names_only(api: Api) 
         assert mine["meta"]["pagination"]["total_count"] == 7
         bad = alice.get("/v1/events?per_page=0")
         assert bad.status_code == 400 and "per_page" in bad.json()["error"]
+        # ``timeline --per-page 500``: the client passes it on; it gets the largest page.
+        most = alice.get("/v1/events?per_page=500")
+        assert most.status_code == 200 and most.json()["meta"]["pagination"]["per_page"] == 100
 
 
 def test_rename_moves_the_app_and_records_it(api: Api) -> None:

@@ -137,6 +137,10 @@ def test_scale_answers_202_with_the_formation_and_an_operation_that_ends_done(
     assert operation["status"] == "done" and operation["type"] == "scale"
     labels = [c["label"] for c in client.get(f"/v1/apps/{APP}/ps?").json()["containers"]]
     assert labels == ["web-1", "web-2", "web-3"]
+    # The client prints the answer as what is being scaled: only the types asked for.
+    only_web = scale(client, ("web", 3, "L"))
+    assert [(c["name"], c["amount"]) for c in only_web.json()["containers"]] == [("web", 3)]
+    assert wait_operation(client, only_web.headers["location"])["status"] == "done"
     listed = client.get(f"/v1/apps/{APP}/containers?").json()["containers"]
     assert {(c["name"], c["amount"], c["size"], c["command"]) for c in listed} == {
         ("web", 3, "L", "gunicorn app:app"),

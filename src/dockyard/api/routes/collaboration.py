@@ -43,7 +43,7 @@ async def app_events(request: Request) -> Response:
         user=user,
         app_name=request.path_params["app"],
         page=int_param(request, "page", 1, maximum=1_000_000),
-        per_page=int_param(request, "per_page", 30, maximum=100),
+        per_page=int_param(request, "per_page", 30, maximum=100, clamp=True),
     )
     return json_response(_event_page(result))
 
@@ -55,7 +55,7 @@ async def user_events(request: Request) -> Response:
         db=platform_of(request).db,
         user=user,
         page=int_param(request, "page", 1, maximum=1_000_000),
-        per_page=int_param(request, "per_page", 30, maximum=100),
+        per_page=int_param(request, "per_page", 30, maximum=100, clamp=True),
     )
     return json_response(_event_page(result))
 

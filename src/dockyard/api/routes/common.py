@@ -64,11 +64,22 @@ async def json_body(request: Request) -> Any:
 
 
 def int_param(
-    request: Request, name: str, default: int, *, minimum: int = 1, maximum: int = 10_000
+    request: Request,
+    name: str,
+    default: int,
+    *,
+    minimum: int = 1,
+    maximum: int = 10_000,
+    clamp: bool = False,
 ) -> int:
+    """A whole-number query parameter. ``clamp``: a number above ``maximum`` is taken as
+    ``maximum``, for counts the official client passes through from its user (``logs -n``,
+    ``--per-page``) and only accepts a success for."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
+    if clamp and raw.isdigit() and int(raw) > maximum:
+        return maximum
     if not raw.isdigit() or not minimum <= int(raw) <= maximum:
         raise BadRequest(
             f"The query parameter {name!r} must be a whole number from {minimum} to {maximum}.",

@@ -69,7 +69,7 @@ async def history(request: Request) -> Response:
         app_id=request.path_params["app_id"],
         token=request.query_params.get("token", ""),
     )
-    lines = int_param(request, "n", 20, minimum=0, maximum=10_000)
+    lines = int_param(request, "n", 20, minimum=0, maximum=10_000, clamp=True)
     only = name_filter(request.query_params.get("filter", ""))
     processes = _processes(platform)
     recent = await call(processes.app_logs, app=name, lines=lines, only=only)

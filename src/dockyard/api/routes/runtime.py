@@ -79,7 +79,7 @@ async def scale(request: Request) -> Response:
     platform = platform_of(request)
     body = await json_body(request)
     items = body.get("containers") if isinstance(body, dict) else None
-    app, wanted, operation = await call(
+    app, _formation, operation = await call(
         lifecycle.scale_app,
         db=platform.db,
         processes=platform.processes,
@@ -89,9 +89,12 @@ async def scale(request: Request) -> Response:
         quotas=platform.settings.quotas,
         timeout=float(platform.settings.boot_timeout) + platform.settings.stop_grace_seconds,
     )
+    # The client prints what comes back as "being scaled to": the types asked for, not
+    # the whole formation (the request was checked: a list of objects with a name).
+    asked = {str(item["name"]) for item in items} if isinstance(items, list) else set()
     _, types = await call(formation.process_types, db=platform.db, owner=user, app_name=app.name)
     response = json_response(
-        {"containers": [schemas.container_type(app, t) for t in types if t.name in wanted]},
+        {"containers": [schemas.container_type(app, t) for t in types if t.name in asked]},
         status=202,
     )
     response.headers.update(_operation_headers(request, app.name, operation))
