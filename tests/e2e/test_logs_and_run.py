@@ -4,6 +4,7 @@ server running a real app (issue 18)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosedOK
 
 from tests.conftest import server_process
 from tests.e2e import scalingo_ops as ops
@@ -100,6 +102,23 @@ def test_logs_follow_gets_a_new_line_within_a_second(
         assert time.monotonic() - asked < 1.0
     assert "[web-1] the app says /followed-live" in text
     assert "[router]" not in text  # the filter holds on the stream too
+
+
+def test_logs_follow_ends_when_the_app_is_deleted(
+    deployed: tuple[Deployer, ScalingoClient],
+) -> None:
+    """The client follows until the stream closes; it must not wait forever on pings for
+    an app that is gone (API-OPS §4)."""
+    deployer, client = deployed
+    deployer.create_app("brief-app")
+    with ops.follow(ops.logs_url(client, "brief-app")) as stream:
+        client.request("DELETE", "/apps/brief-app", expect=204)
+        deleted = time.monotonic()
+        with pytest.raises(ConnectionClosedOK) as closed:
+            while True:
+                assert json.loads(stream.recv(timeout=10))["event"] == "ping"
+        assert time.monotonic() - deleted < 5
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
 
 
 def test_run_prints_with_the_apps_variables_and_exits_3(

@@ -98,3 +98,9 @@ def app_for_token(*, db: sessionmaker[Session], tokens: LogTokens, app_id: str, 
             # The URL was valid: the client says "there is no log" on a 404 rather than fail.
             raise NotFound("app")
         return app.name
+
+
+def app_exists(*, db: sessionmaker[Session], app_id: str) -> bool:
+    """Whether the app a logs stream follows is still there."""
+    with transaction(db) as session:
+        return session.get(App, app_id) is not None

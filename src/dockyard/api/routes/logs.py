@@ -35,6 +35,9 @@ from dockyard.services import lifecycle, logaccess
 CLOSE_REFUSED = 4001
 # Lines read in one go become one frame: a burst of output is not a burst of frames.
 MAX_LINES_PER_FRAME = 500
+# How often a follow checks that its app still exists: the client ends (rc 1) only when
+# the stream closes, which API-OPS §4 keeps for an app that is gone.
+APP_CHECK_SECONDS = 2.0
 
 
 async def logs_url(request: Request) -> Response:
@@ -102,10 +105,16 @@ async def follow(websocket: WebSocket) -> None:
         _send_lines(websocket, lines, stop, name, platform.settings.stream_ping_interval)
     )
     receiver = asyncio.create_task(_until_closed(websocket))
+    gone = asyncio.create_task(_until_app_gone(platform, websocket.path_params["app_id"]))
     try:
-        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {sender, receiver, gone}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if gone in done:
+            with contextlib.suppress(Exception):  # the client may be gone as well
+                await websocket.close(1000, "the app was deleted")
     finally:
-        for task in (sender, receiver):
+        for task in (sender, receiver, gone):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
                 await task
@@ -148,6 +157,13 @@ async def _send_lines(
             await websocket.send_text(json.dumps(frame))
     finally:
         stop.set()
+
+
+async def _until_app_gone(platform: Platform, app_id: str) -> None:
+    while True:
+        await asyncio.sleep(APP_CHECK_SECONDS)
+        if not await call(logaccess.app_exists, db=platform.db, app_id=app_id):
+            return
 
 
 async def _until_closed(websocket: WebSocket) -> None:
