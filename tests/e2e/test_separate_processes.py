@@ -164,6 +164,20 @@ def test_separate_processes_deploy_route_and_survive_a_killed_worker(
     check_runtime_through_the_api(deployer, "alpha-app")
     check_one_offs_through_the_api(processes, deployer, "alpha-app")
 
+    # A rollback through the api process, which keeps no release: the worker that built
+    # v1 (and keeps it) claims it, whichever ran v2, and v1 serves again without a build.
+    with deployer.client() as api:
+        asked = api.post("/v1/apps/bravo-app/rollback", json={})
+    assert asked.status_code == 201, asked.text
+    status, output = deployer.wait("bravo-app", asked.json()["deployment"]["id"], timeout=60)
+    assert status == "success", output
+    assert "(no build)" in output
+    wait_for(
+        lambda: "bravo-app-v1.txt" in deployer.get("bravo-app").text,
+        timeout=20,
+        what="bravo-app's v1 through the router after the rollback",
+    )
+
     # A worker killed mid-build: its lease expires and the deployment ends as aborted,
     # saying why; the app's next deployment proceeds on the other worker, and a stream
     # of it through the api process sees it to the end.
@@ -209,7 +223,7 @@ def test_separate_processes_deploy_route_and_survive_a_killed_worker(
     )
     assert not (processes.data_dirs[victim] / "builds" / slow).exists()
     for app in apps:
-        marker = f"{app}-v2.txt"
+        marker = f"{app}-v1.txt" if app == "bravo-app" else f"{app}-v2.txt"  # rolled back
 
         def back(app: str = app, marker: str = marker) -> bool:
             processes.check_alive()

@@ -152,6 +152,9 @@ class Deployment(Base):
     # A rollback starts this (successful, still retained) deployment's release again,
     # without a build.
     rollback_of: Mapped[str | None] = mapped_column(String(36))
+    # The name of the worker that claimed it (DOCKYARD_WORKER_NAME): its release, if it
+    # made one, is kept in that worker's data dir.
+    built_by: Mapped[str | None] = mapped_column(String(200))
 
     pusher: Mapped[User] = relationship(lazy="joined")
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, select, update
+from sqlalchemy import Engine, Exists, exists, func, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from dockyard.backends.eventbus.base import EventBus
 from dockyard.db.engine import transaction
-from dockyard.db.models import App, Deployment, Source, User
+from dockyard.db.models import App, Deployment, Source, User, WorkerRow
 from dockyard.domain import status as st
 from dockyard.domain.records import DeploymentRecord, UserRecord
 from dockyard.errors import Conflict, NotFound, ValidationFailed
@@ -21,6 +21,7 @@ from dockyard.services import events, timeline
 from dockyard.services.access import Action, accessible_by, authorize
 from dockyard.services.apps import DELETING, app_environment
 from dockyard.services.clock import as_utc, new_id, now
+from dockyard.services.presence import SILENT_LEASES
 from dockyard.services.records import deployment_record, user_record
 from dockyard.services.sources import source_from_own_url
 
@@ -106,13 +107,14 @@ def create_rollback(
     owner: UserRecord,
     app_name: str,
     deployment_id: str | None,
-    release_kept: Callable[[str], bool],
+    release_kept: Callable[[str], bool] | None,
 ) -> DeploymentRecord:
     """Queue a rollback: a new deployment that starts the release of ``deployment_id``
     (the successful one before the serving one when None) again, without a build.
 
     The target must have succeeded, not be the release serving now, and still be kept
-    (``release_kept(id)``; ``DOCKYARD_RELEASES_KEPT`` of them are)."""
+    (``release_kept(id)``; ``DOCKYARD_RELEASES_KEPT`` of them are; None: not known here,
+    the worker that runs the rollback finds out)."""
     stamp = now()
     with transaction(db) as session:
         app = authorize(session, user=owner, app_name=app_name, action=Action.DEPLOY)
@@ -125,7 +127,7 @@ def create_rollback(
         )
         current = successes[0] if successes else None
         target = _rollback_target(session, app.id, deployment_id, successes)
-        if not release_kept(target.id):
+        if release_kept is not None and not release_kept(target.id):
             raise ValidationFailed(
                 {
                     "deployment_id": [
@@ -395,7 +397,12 @@ def cancel_requested(*, db: sessionmaker[Session], deployment_id: str) -> bool:
 
 
 def claim_next(
-    *, db: sessionmaker[Session], bus: EventBus, worker_id: str, lease_seconds: int
+    *,
+    db: sessionmaker[Session],
+    bus: EventBus,
+    worker_id: str,
+    lease_seconds: int,
+    worker_name: str | None = None,
 ) -> DeploymentRecord | None:
     """Take the oldest queued deployment of an app that has none active, as ``building``;
     ``None`` when there is none to take.
@@ -406,7 +413,13 @@ def claim_next(
     and the worker can wait for news.
     """
     for _ in range(CLAIM_ATTEMPTS):
-        claimed = _claim_oldest(db=db, bus=bus, worker_id=worker_id, lease_seconds=lease_seconds)
+        claimed = _claim_oldest(
+            db=db,
+            bus=bus,
+            worker_id=worker_id,
+            lease_seconds=lease_seconds,
+            worker_name=worker_name,
+        )
         if not isinstance(claimed, _LostRace):
             return None if claimed is None else deployment_record(claimed)
     return None
@@ -417,6 +430,20 @@ def claim_next(
 CLAIM_ATTEMPTS = 50
 
 
+def _release_held_elsewhere(worker_name: str, lease_seconds: int) -> Exists:
+    """A rollback whose release another live worker keeps (separate worker processes each
+    keep releases in their own data dir): that worker claims it. If it is gone, anyone
+    may, and the deployment then says the release is no longer kept."""
+    target = aliased(Deployment)
+    alive_since = now() - timedelta(seconds=SILENT_LEASES * lease_seconds)
+    return exists().where(
+        target.id == Deployment.rollback_of,
+        target.built_by != worker_name,
+        WorkerRow.name == target.built_by,
+        WorkerRow.seen_at >= alive_since,
+    )
+
+
 class _LostRace:
     """What ``_claim_oldest`` returns when another worker claimed its candidate first."""
 
@@ -425,7 +452,12 @@ _LOST_RACE = _LostRace()
 
 
 def _claim_oldest(
-    *, db: sessionmaker[Session], bus: EventBus, worker_id: str, lease_seconds: int
+    *,
+    db: sessionmaker[Session],
+    bus: EventBus,
+    worker_id: str,
+    lease_seconds: int,
+    worker_name: str | None,
 ) -> Deployment | _LostRace | None:
     active = aliased(Deployment)
     with transaction(db) as session:
@@ -444,6 +476,8 @@ def _claim_oldest(
             .order_by(Deployment.created_at)
             .limit(1)
         )
+        if worker_name is not None:
+            query = query.where(~_release_held_elsewhere(worker_name, lease_seconds))
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True, of=Deployment)
         candidate = session.scalar(query)
@@ -457,6 +491,7 @@ def _claim_oldest(
                 status=st.BUILDING,
                 started_at=stamp,
                 lease_owner=worker_id,
+                built_by=worker_name,
                 lease_expires_at=stamp + timedelta(seconds=lease_seconds),
             )
         ).rowcount

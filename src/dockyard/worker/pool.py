@@ -86,6 +86,7 @@ class WorkerPool:
                     bus=self.platform.bus,
                     worker_id=self.worker_id,
                     lease_seconds=self.lease_seconds,
+                    worker_name=self.platform.settings.worker_name,
                 )
             except Exception:
                 log.exception("claiming a deployment failed")

@@ -72,7 +72,7 @@ def runs() -> Runs:
 
 @pytest.fixture
 def pool(queue: Queue, runs: Runs) -> Iterator[WorkerPool]:
-    platform = SimpleNamespace(db=None, bus=None, settings=SimpleNamespace(is_postgres=False, lease_seconds=30))
+    platform = SimpleNamespace(db=None, bus=None, settings=SimpleNamespace(is_postgres=False, lease_seconds=30, worker_name="w1"))
     pool = WorkerPool(cast(Platform, platform), runs, workers=2)
     pool.start()
     yield pool

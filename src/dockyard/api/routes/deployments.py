@@ -67,7 +67,11 @@ async def rollback(request: Request) -> Response:
         owner=user,
         app_name=app_name,
         deployment_id=target,
-        release_kept=lambda deployment_id: (releases / deployment_id).is_dir(),
+        # An api process apart from the workers keeps no release: the worker that holds
+        # the target's claims the rollback (services/deployments.py) and says if it is gone.
+        release_kept=None
+        if platform.remote_processes is not None
+        else lambda deployment_id: (releases / deployment_id).is_dir(),
     )
     platform.deployment_queued.send()
     return json_response(
