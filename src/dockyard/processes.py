@@ -26,6 +26,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 from starlette.applications import Starlette
@@ -175,7 +176,9 @@ async def _listen_for_one_offs(attach: AttachServer, platform: Platform) -> str:
     log.info(
         "the attach port %d is taken: one-offs attach on %d", settings.attach_port, attach.port
     )
-    url = f"http://{settings.host}:{attach.port}"
+    # The default URL with the port taken instead (its host: how clients reach the API).
+    default = urlsplit(settings.attach_public_url)
+    url = urlunsplit(default._replace(netloc=f"{default.netloc.rsplit(':', 1)[0]}:{attach.port}"))
     if isinstance(platform.one_off_runner, LocalOneOffs):
         platform.one_off_runner.attach_public_url = url
     return url

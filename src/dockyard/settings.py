@@ -281,8 +281,13 @@ class Settings:
                 f"got {internal_url!r}"
             )
         attach_port = _int(env, "DOCKYARD_ATTACH_PORT", cls.attach_port)
+        # By default the one-offs' terminals are reached on the host clients reach the API
+        # by (the bind address may be 0.0.0.0, which no client can connect to).
+        public_host = urlsplit(public_url).hostname or host
+        if ":" in public_host:
+            public_host = f"[{public_host}]"
         attach_public_url = (
-            env.get("DOCKYARD_ATTACH_PUBLIC_URL", "") or f"http://{host}:{attach_port}"
+            env.get("DOCKYARD_ATTACH_PUBLIC_URL", "") or f"http://{public_host}:{attach_port}"
         ).rstrip("/")
         if not attach_public_url.startswith(("http://", "https://")):
             raise SettingsError("DOCKYARD_ATTACH_PUBLIC_URL must start with http:// or https://")

@@ -120,3 +120,15 @@ def test_the_internal_url_defaults_to_the_public_url() -> None:
 def test_an_internal_url_that_is_no_address_is_refused_saying_why(value: str) -> None:
     with pytest.raises(SettingsError, match="DOCKYARD_INTERNAL_URL must be this API process"):
         Settings.from_mapping({"DOCKYARD_INTERNAL_URL": value})
+
+
+def test_one_offs_attach_by_default_on_the_host_clients_reach_the_api_by() -> None:
+    """``scalingo run`` connects to the attach URL it is given: never a bind address."""
+    behind = Settings.from_mapping(
+        {"DOCKYARD_HOST": "0.0.0.0", "DOCKYARD_PUBLIC_URL": "https://paas.example.com"}
+    )
+    assert behind.attach_public_url == f"http://paas.example.com:{behind.attach_port}"
+    local = Settings.from_mapping({})
+    assert local.attach_public_url == f"http://127.0.0.1:{local.attach_port}"
+    chosen = Settings.from_mapping({"DOCKYARD_ATTACH_PUBLIC_URL": "https://run.example.com/"})
+    assert chosen.attach_public_url == "https://run.example.com"
