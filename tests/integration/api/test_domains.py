@@ -117,6 +117,12 @@ def test_a_certificate_of_ones_own_is_checked_and_its_key_never_returned(
         assert patched.status_code == 200, patched.text
         assert patched.json()["domain"]["ssl"] is False
         assert list(api.platform.settings.tls_keys_dir.glob("*.key")) == []
+        # set-canonical-domain is refused, saying so, rather than answered as if done.
+        canonical = client.patch(
+            f"/v1/apps/shop-app/domains/{domain['id']}", json={"domain": {"canonical": True}}
+        )
+        assert canonical.status_code == 422
+        assert "not supported" in canonical.json()["errors"]["canonical"][0]
 
 
 def test_force_https_is_an_app_setting_the_router_reads(api: Api) -> None:
@@ -131,7 +137,13 @@ def test_force_https_is_an_app_setting_the_router_reads(api: Api) -> None:
         assert not api.platform.routes.forces_https("shop-app")
         bad = client.put("/v1/apps/shop-app", json={"force_https": "yes"})
         assert bad.status_code == 422
-        assert client.put("/v1/apps/shop-app", json={"sticky_session": True}).status_code == 422
+        # The client's other app settings: each answer is about the field it sent.
+        sticky = client.put("/v1/apps/shop-app", json={"sticky_session": True})
+        assert sticky.status_code == 422 and "not supported" in sticky.json()["errors"]["sticky_session"][0]
+        kept = client.put("/v1/apps/shop-app", json={"router_logs": True})
+        assert kept.status_code == 200 and kept.json()["app"]["name"] == "shop-app"
+        off = client.put("/v1/apps/shop-app", json={"router_logs": False})
+        assert off.status_code == 422 and "router_logs" in off.json()["errors"]
 
 
 def test_the_ask_check_allows_only_names_an_app_has(api: Api) -> None:

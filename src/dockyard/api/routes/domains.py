@@ -22,6 +22,7 @@ from dockyard.api.routes.common import (
 from dockyard.domain.records import DomainRecord
 from dockyard.errors import NotFound, ValidationFailed
 from dockyard.platform import Platform
+from dockyard.services import apps as apps_service
 from dockyard.services import certificates, lifecycle
 from dockyard.services import domains as domains_service
 
@@ -96,6 +97,15 @@ async def add_domain(request: Request) -> Response:
 async def update_domain(request: Request) -> Response:
     user = await authenticate(request)
     fields = _domain_fields(await json_body(request))
+    if fields.get("canonical"):  # ``set-canonical-domain``
+        raise ValidationFailed(
+            {
+                "canonical": [
+                    "is not supported here: every domain of an app serves it alike (no "
+                    "redirect to one of them)"
+                ]
+            }
+        )
     platform = platform_of(request)
     row = await call(
         domains_service.update_domain,
@@ -126,14 +136,32 @@ async def remove_domain(request: Request) -> Response:
 
 
 async def update_app_settings(request: Request) -> Response:
-    """``PUT /v1/apps/{app}`` with a flat body: ``{"force_https": true}``."""
+    """``PUT /v1/apps/{app}`` with a flat body: ``{"force_https": true}``; ``router_logs``
+    is always on; ``sticky_session`` is refused, saying why."""
     user = await authenticate(request)
     body = await json_body(request)
+    platform = platform_of(request)
+    if isinstance(body, dict) and "force_https" not in body:
+        if body.get("router_logs") is True:  # already so: the app as it is
+            row = await call(
+                apps_service.find_app, db=platform.db, owner=user, name=request.path_params["app"]
+            )
+            status = lifecycle.app_status(platform.processes, row.name)
+            return json_response({"app": schemas.app(row, platform.settings, status=status)})
+        if "router_logs" in body:
+            raise ValidationFailed(
+                {"router_logs": ["cannot be turned off: every request's router line is kept "
+                                 "with the app's logs (logs --filter router)"]}
+            )  # fmt: skip
+        if "sticky_session" in body:
+            raise ValidationFailed(
+                {"sticky_session": ["is not supported: the router spreads requests over the "
+                                    "app's running web instances"]}
+            )  # fmt: skip
     if not isinstance(body, dict) or "force_https" not in body:
         raise ValidationFailed(
             {"force_https": ['is the setting that can be changed here: {"force_https": true}']}
         )
-    platform = platform_of(request)
     row = await call(
         domains_service.set_force_https,
         db=platform.db,
