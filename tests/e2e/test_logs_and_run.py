@@ -193,6 +193,11 @@ def test_detached_output_lands_in_the_logs_under_its_label(
 
     text = wait_for(logged, timeout=15, what="the detached one-off's output in the logs")
     assert f"[{label}] detached says from-env" in text
+    # The timeline says who ran what ("detached one-off container with command '…'").
+    events = client.request("GET", "/apps/day-two/events?page=1&per_page=30")["events"]
+    ran = next(e for e in events if e["type"] == "run")
+    assert ran["type_data"] == {"command": 'echo "detached says $EXTRA"', "detached": True}
+    assert ran["user"]["username"] == "olivia"
 
 
 def test_one_off_stop(deployed: tuple[Deployer, ScalingoClient]) -> None:

@@ -160,6 +160,8 @@ def test_lifecycle_endpoints_and_app_logs(deployer: Deployer) -> None:
         assert client.get("/v1/apps/lifecycle-app").json()["app"]["status"] == "running"
         assert client.post("/v1/apps/lifecycle-app/stop", json={}).status_code == 202
         assert client.get("/v1/apps/lifecycle-app").json()["app"]["status"] == "stopped"
+        latest = client.get("/v1/apps/lifecycle-app/events?page=1&per_page=1").json()["events"][0]
+        assert (latest["type"], latest["type_data"]) == ("stop_app", {"reason": "stopped by a user"})
         stopped_page = deployer.get("lifecycle-app")
         assert stopped_page.status_code == 503
         assert "stopped" in stopped_page.text

@@ -257,6 +257,10 @@ def stop_app(
 ) -> AppRecord:
     app, running = _running_app(db, processes, owner, name)
     running.stop_app(app.name)
+    timeline.record(
+        db=db, app_id=app.id, app_name=app.name, user=owner, type=timeline.STOP_APP,
+        data={"reason": "stopped by a user"},
+    )  # fmt: skip
     return app
 
 

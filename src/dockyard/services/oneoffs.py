@@ -22,7 +22,7 @@ from dockyard.domain.records import AppRecord, UserRecord
 from dockyard.errors import BootError, Conflict, NotFound, ValidationFailed
 from dockyard.runtime.base import Instance
 from dockyard.runtime.oneoff import PREFIX, OneOff, OneOffs
-from dockyard.services import operations
+from dockyard.services import operations, timeline
 from dockyard.services.apps import find_app
 
 MAX_COMMAND_CHARS = 10_000
@@ -202,6 +202,10 @@ def run(
         operations.finish(db=db, operation_id=operation.id, error=exc.message)
         raise
     operations.finish(db=db, operation_id=operation.id)
+    timeline.record(
+        db=db, app_id=app.id, app_name=app.name, user=owner, type=timeline.RUN,
+        data={"command": request.command, "detached": request.detached},
+    )  # fmt: skip
     return app, started, operation
 
 
