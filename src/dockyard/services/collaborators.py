@@ -39,10 +39,7 @@ def add_collaborator(
 ) -> CollaboratorRecord:
     if not isinstance(email, str) or "@" not in email:
         raise ValidationFailed({"email": ["is required: the email of a dockyard user"]})
-    if is_limited not in (None, False):
-        raise ValidationFailed(
-            {"is_limited": ["dockyard has no limited collaborators: send false or leave it out"]}
-        )
+    _check_not_limited(is_limited)
     try:
         with transaction(db) as session:
             app = authorize(session, user=user, app_name=app_name, action=Action.COLLABORATORS)
@@ -71,6 +68,21 @@ def add_collaborator(
         raise ValidationFailed({"email": ["is already a collaborator of this app"]}) from None
 
 
+def update_collaborator(
+    *, db: sessionmaker[Session], user: UserRecord, app_name: str, collaborator_id: str,
+    is_limited: object,
+) -> CollaboratorRecord:
+    """``collaborators-update --limited=false``: every collaborator is a full one already;
+    ``true`` is refused as adding one is."""
+    _check_not_limited(is_limited)
+    with transaction(db) as session:
+        app = authorize(session, user=user, app_name=app_name, action=Action.COLLABORATORS)
+        row = session.get(Collaborator, collaborator_id)
+        if row is None or row.app_id != app.id:
+            raise NotFound("collaborator")
+        return _record(row)
+
+
 def remove_collaborator(
     *, db: sessionmaker[Session], bus: EventBus, user: UserRecord, app_name: str, collaborator_id: str
 ) -> None:
@@ -88,6 +100,13 @@ def remove_collaborator(
         app_id = app.id
     # What this process or another keeps in memory per (user, app) forgets it.
     bus.publish(events.channel_for(app_id), {"type": events.ACCESS_CHANGED})
+
+
+def _check_not_limited(is_limited: object) -> None:
+    if is_limited not in (None, False):
+        raise ValidationFailed(
+            {"is_limited": ["dockyard has no limited collaborators: send false or leave it out"]}
+        )
 
 
 def _record(row: Collaborator) -> CollaboratorRecord:

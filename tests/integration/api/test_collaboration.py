@@ -113,6 +113,16 @@ def test_adding_a_collaborator_says_what_is_wrong(api: Api) -> None:
         )
         assert again.status_code == 422
         assert "already" in again.json()["errors"]["email"][0]
+        # collaborators-update: a full collaborator stays one; limited is refused the same way.
+        bobby = alice.get("/v1/apps/lonely-app/collaborators").json()["collaborators"][0]
+        url = f"/v1/apps/lonely-app/collaborators/{bobby['id']}"
+        full = alice.patch(url, json={"collaborator": {"is_limited": False}})
+        assert full.status_code == 200 and full.json()["collaborator"]["email"] == "bobby@example.com"
+        limited = alice.patch(url, json={"collaborator": {"is_limited": True}})
+        assert limited.status_code == 422 and "limited" in limited.json()["errors"]["is_limited"][0]
+        assert alice.patch(
+            "/v1/apps/lonely-app/collaborators/nope", json={"collaborator": {"is_limited": False}}
+        ).status_code == 404
 
 
 def test_timeline_lists_changes_newest_first_with_variable_names_only(api: Api) -> None:

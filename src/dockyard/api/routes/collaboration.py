@@ -71,14 +71,18 @@ async def list_collaborators(request: Request) -> Response:
     return json_response({"collaborators": [schemas.collaborator(row) for row in rows]})
 
 
-async def add_collaborator(request: Request) -> Response:
-    user = await authenticate(request)
-    body = await json_body(request)
+def _collaborator_fields(body: object, example: str) -> dict[str, object]:
     fields = body.get("collaborator") if isinstance(body, dict) else None
     if not isinstance(fields, dict):
-        raise ValidationFailed(
-            {"collaborator": ['is required: {"collaborator": {"email": "bob@example.com"}}']}
-        )
+        raise ValidationFailed({"collaborator": [f"is required: {example}"]})
+    return fields
+
+
+async def add_collaborator(request: Request) -> Response:
+    user = await authenticate(request)
+    fields = _collaborator_fields(
+        await json_body(request), '{"collaborator": {"email": "bob@example.com"}}'
+    )
     row = await call(
         collaborators_service.add_collaborator,
         db=platform_of(request).db,
@@ -88,6 +92,22 @@ async def add_collaborator(request: Request) -> Response:
         is_limited=fields.get("is_limited"),
     )
     return json_response({"collaborator": schemas.collaborator(row)}, status=201)
+
+
+async def update_collaborator(request: Request) -> Response:
+    user = await authenticate(request)
+    fields = _collaborator_fields(
+        await json_body(request), '{"collaborator": {"is_limited": false}}'
+    )
+    row = await call(
+        collaborators_service.update_collaborator,
+        db=platform_of(request).db,
+        user=user,
+        app_name=request.path_params["app"],
+        collaborator_id=request.path_params["collaborator_id"],
+        is_limited=fields.get("is_limited"),
+    )
+    return json_response({"collaborator": schemas.collaborator(row)})
 
 
 async def remove_collaborator(request: Request) -> Response:
@@ -138,6 +158,9 @@ routes = [
     Route("/v1/apps/{app}/collaborators", add_collaborator, methods=["POST"]),
     Route(
         "/v1/apps/{app}/collaborators/{collaborator_id}", remove_collaborator, methods=["DELETE"]
+    ),
+    Route(
+        "/v1/apps/{app}/collaborators/{collaborator_id}", update_collaborator, methods=["PATCH"]
     ),
     Route("/v1/apps/{app}/rename", rename_app, methods=["POST"]),
 ]
