@@ -17,6 +17,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from dockyard.domain import variables
 from dockyard.domain.formation import SIZES
 from dockyard.domain.records import AppRecord, UserRecord
 from dockyard.errors import BootError, Conflict, NotFound, ValidationFailed
@@ -163,6 +164,18 @@ def parse_run(body: object) -> RunRequest:
             f"must map at most {MAX_ENV_VARIABLES} variable names (letters, digits, _)"
             " to string values"
         ]
+    else:
+        # The same bounds as the app's variables: a value the kernel cannot pass to a
+        # process is refused here, not found out when the one-off fails to start.
+        problems = [f"value {p}" for k, v in env.items() for p in variables.value_problems(k, v)]
+        total = sum(variables.entry_bytes(k, v) for k, v in env.items())
+        if total > variables.MAX_VARIABLES_BYTES:
+            problems.append(
+                f"is {total} bytes in all (names and values in UTF-8); it may be at most "
+                f"{variables.MAX_VARIABLES_BYTES // 1024} KiB"
+            )
+        if problems:
+            errors["env"] = problems
     size = body.get("size") or "M"
     if size not in SIZES:
         errors["size"] = [f"must be one of {', '.join(SIZES)}"]
