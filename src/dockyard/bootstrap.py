@@ -34,6 +34,7 @@ from dockyard.pipeline.executor import BubblewrapExecutor, StepExecutor, Unsandb
 from dockyard.platform import Platform
 from dockyard.router.accesslog import AccessLog
 from dockyard.router.caddy import CaddyOptions, CaddyRouter
+from dockyard.router.limits import Limits
 from dockyard.router.proxy import Router
 from dockyard.routetable import RouteTable
 from dockyard.runtime.applogs import RouterLogs
@@ -261,7 +262,12 @@ def make_router(
     apps' logs in this data dir."""
     write = access_lines or RouterLogs(settings.logs_dir).write
     if settings.router != "caddy":
-        return Router(routes, apps_domain=settings.apps_domain, access_log=AccessLog(write))
+        return Router(
+            routes,
+            apps_domain=settings.apps_domain,
+            limits=Limits(max_connections_per_client=settings.router_max_connections_per_client),
+            access_log=AccessLog(write),
+        )
     api_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
     options = CaddyOptions(
         admin=settings.caddy_admin,

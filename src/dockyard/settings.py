@@ -215,6 +215,9 @@ class Settings:
     api_max_headers: int = 100
     api_header_timeout: int = 10
     api_max_connections_per_client: int = 256
+    # The built-in router's cap on one client address's open connections (router/limits.py);
+    # 0: none (a router behind a proxy of the operator's sees every client as the proxy).
+    router_max_connections_per_client: int = 256
     # Sources one user may hold (services/quotas.py): created and not yet expired.
     max_pending_sources: int = 50
     max_pending_source_bytes: int = 2 * 1024**3
@@ -364,6 +367,12 @@ class Settings:
                 "DOCKYARD_API_MAX_CONNECTIONS_PER_CLIENT",
                 cls.api_max_connections_per_client,
                 minimum=1,
+            ),
+            router_max_connections_per_client=_int(
+                env,
+                "DOCKYARD_ROUTER_MAX_CONNECTIONS_PER_CLIENT",
+                cls.router_max_connections_per_client,
+                minimum=0,
             ),
             network_isolation=_bool(env, "DOCKYARD_NETWORK_ISOLATION", True),
             app_network_pool=_app_network_pool(env),

@@ -35,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from dockyard.api.httpproto import FewerCopiesHttpToolsProtocol
-from dockyard.api.ratelimit import address_key
+from dockyard.clientaddress import address_key
 
 # No URL dockyard serves is near this long (capability URLs are ~120 bytes): a longer one
 # is a mistake or a probe.

@@ -13,28 +13,15 @@ refilled go first (they hold nothing a new one would not), then the least recent
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import threading
 import time
 from collections import OrderedDict
 
+from dockyard.clientaddress import address_key
 from dockyard.errors import RateLimited
 
 MAX_BUCKETS = 100_000
-
-
-def address_key(host: str) -> str:
-    """The client address as limits count it: an IPv6 address by its /64."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 class Buckets:

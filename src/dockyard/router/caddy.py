@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 
+from dockyard.router.limits import Limits
 from dockyard.router.proxy import Router
 from dockyard.routetable import Backend, RouteSnapshot, RouteTable
 
@@ -146,11 +147,19 @@ class CaddyRouter:
             self._logs = _AccessLogReceiver(self._access_log, self.table, self.options.apps_domain)
             self._logs.start()
         if self.options.upstreams == "router":
+            # Every connection comes from Caddy: no cap per client address here.
+            uncapped = Limits(max_connections_per_client=0)
             self._inner_https = Router(
-                self.table, apps_domain=self.options.apps_domain, behind_https_port=self.https_port
+                self.table,
+                apps_domain=self.options.apps_domain,
+                limits=uncapped,
+                behind_https_port=self.https_port,
             )
             self._inner_http = Router(
-                self.table, apps_domain=self.options.apps_domain, behind_http_port=self.port
+                self.table,
+                apps_domain=self.options.apps_domain,
+                limits=uncapped,
+                behind_http_port=self.port,
             )
             await self._inner_https.start("127.0.0.1", 0)
             await self._inner_http.start("127.0.0.1", 0)

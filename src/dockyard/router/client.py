@@ -20,6 +20,7 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
+from dockyard.clientaddress import address_key
 from dockyard.router import pages
 from dockyard.router.accesslog import AccessLog
 from dockyard.router.framing import BodyFramer, ChunkedBody, LengthBody
@@ -83,6 +84,7 @@ class Site:
         self.forwarded_port = forwarded_port
         self.closing = False  # the router is shutting down: finish, then close
         self.connections: set[ClientConnection] = set()
+        self.open_per_client: dict[str, int] = {}  # limits.max_connections_per_client
         self.tasks: set[asyncio.Task[None]] = set()  # backend connects under way
         self.watchdog = Watchdog(tick=_tick(limits))
 
@@ -124,6 +126,8 @@ class ClientConnection(asyncio.Protocol):
         self._paused = 0
         self._writing_paused = False
         self._looping = False
+        self._counted = False  # in site.open_per_client
+        self._client_key = ""  # the address as the cap counts it (an IPv6 one by its /64)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -136,9 +140,15 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self._client_ip = str(peer[0]).encode()
+            self._client_key = address_key(str(peer[0]))
         local = transport.get_extra_info("sockname")
         if local:
             self._port = str(local[1]).encode()
+        if not self._take_client_slot():
+            self._state = _CLOSED
+            self.transport.write(pages.too_many_connections(self.limits.max_connections_per_client))
+            self.transport.close()
+            return
         self.site.connections.add(self)
         self.site.watchdog.add(self)
         # A new connection must start its first request within the header timeout.
@@ -170,7 +180,31 @@ class ClientConnection(asyncio.Protocol):
         # A client that half-closes after its request still gets the answer.
         return self._state == _EXCHANGE and self._body is None
 
+    def _take_client_slot(self) -> bool:
+        cap = self.limits.max_connections_per_client
+        if not cap:
+            return True
+        opened = self.site.open_per_client
+        count = opened.get(self._client_key, 0)
+        if count >= cap:
+            return False
+        opened[self._client_key] = count + 1
+        self._counted = True
+        return True
+
+    def _give_back_client_slot(self) -> None:
+        if not self._counted:
+            return
+        self._counted = False
+        opened = self.site.open_per_client
+        count = opened.get(self._client_key, 0) - 1
+        if count > 0:
+            opened[self._client_key] = count
+        else:
+            opened.pop(self._client_key, None)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._give_back_client_slot()
         state = self._state
         self._state = _CLOSED
         self.deadline = math.inf

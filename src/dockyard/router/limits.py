@@ -26,3 +26,7 @@ class Limits:
     tunnel_idle_timeout: float = 3600.0
     # close() lets in-flight requests finish for this long, then cuts them.
     shutdown_grace: float = 10.0
+    # Open connections from one client address: past it a connection gets a 429 and is
+    # closed, so that one address cannot take every file descriptor of the server (which
+    # under ``serve`` the API shares). 0: no cap (behind Caddy every client is Caddy).
+    max_connections_per_client: int = 256

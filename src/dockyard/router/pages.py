@@ -13,6 +13,7 @@ _REASONS = {
     400: "Bad Request",
     404: "Not Found",
     408: "Request Timeout",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
     503: "Service Unavailable",
@@ -132,3 +133,11 @@ def head_too_large(limit: int) -> bytes:
 
 def head_timeout() -> bytes:
     return render(408, "The request headers took too long to arrive.", keep_alive=False)
+
+
+def too_many_connections(limit: int) -> bytes:
+    return render(
+        429,
+        f"Too many open connections from your address (at most {limit}): close some first.",
+        keep_alive=False,
+    )

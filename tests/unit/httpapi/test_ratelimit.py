@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.api.ratelimit import RateLimiter, address_key
+from dockyard.api.ratelimit import RateLimiter
+from dockyard.clientaddress import address_key
 from dockyard.errors import RateLimited
 
 

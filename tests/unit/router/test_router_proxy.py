@@ -430,6 +430,41 @@ async def test_a_client_trickling_its_headers_is_dropped(start_router: StartRout
     writer.close()
 
 
+async def test_one_address_may_hold_only_so_many_connections(start_router: StartRouter) -> None:
+    """Without a cap, idle connections from one address could take every file descriptor
+    of the server (the API's too, under ``serve``)."""
+    router = await start_router(Limits(max_connections_per_client=3))
+    held = [await asyncio.open_connection("127.0.0.1", router.port) for _ in range(3)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+    refused = await asyncio.wait_for(reader.read(), timeout=5)  # answered, then closed
+    assert refused.startswith(b"HTTP/1.1 429") and b"at most 3" in refused
+    writer.close()
+    # A connection given back frees its place; the ones held still work.
+    held[0][1].close()
+    await held[0][1].wait_closed()
+
+    async def admitted() -> bytes:
+        while True:  # until the router has seen the close
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            writer.write(get("nothing.localhost"))
+            try:
+                head, _ = await read_response(reader)
+            except (ConnectionResetError, asyncio.IncompleteReadError):
+                head = b"HTTP/1.1 429 (refused, the request unread: reset)"
+            writer.close()
+            if not head.startswith(b"HTTP/1.1 429"):
+                return head
+            await asyncio.sleep(0.01)
+
+    assert (await asyncio.wait_for(admitted(), timeout=5)).startswith(b"HTTP/1.1 404")
+    reader, writer = held[1]
+    writer.write(get("nothing.localhost"))
+    head, _ = await read_response(reader)
+    assert head.startswith(b"HTTP/1.1 404")
+    for _, writer in held[1:]:
+        writer.close()
+
+
 async def test_an_idle_keep_alive_connection_is_closed(
     start_router: StartRouter, table: RouteTable
 ) -> None:
