@@ -256,11 +256,16 @@ def test_a_django_shaped_app_gets_its_own_postgresql(tmp_path: Path, uv_lock: st
 
         # A failing postdeploy hook (the Procfile's entry, Scalingo's usual way): hook-error,
         # its output in the log, and the previous release goes on serving.
-        procfile = "web: python app.py\npostdeploy: python -c 'print(42); exit(3)'\n"
+        # It prints 3 MB first (its log file rotates three times, at 1 MiB): every line is
+        # in the deployment's log, once and in order (4 MiB are stored).
+        flood = "seq 1 30000 | awk '{printf \"n%s %090d\\n\", $1, 0}'"
+        procfile = f"web: python app.py\npostdeploy: {flood}; python -c 'print(42); exit(3)'\n"
         status, lines = deploy(client, "other-app", archive(uv_lock, Procfile=procfile))
-        assert status == "hook-error", "\n".join(lines)
-        assert any(line.strip() == "42" for line in lines), lines
-        assert any("exit status 3" in line for line in lines), lines
+        assert status == "hook-error", "\n".join(lines[-50:])
+        numbered = [line.split()[0] for line in lines if line.strip().startswith("n")]
+        assert numbered == [f"n{n}" for n in range(1, 30001)], numbered[:3] + numbered[-3:]
+        assert any(line.strip() == "42" for line in lines), lines[-50:]
+        assert any("exit status 3" in line for line in lines), lines[-50:]
         assert page(server, "other-app", f"/probe?url={url}").startswith("failed: ")
 
         # Redis, added through the API: variables set, the app restarted to see them.

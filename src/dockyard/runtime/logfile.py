@@ -12,11 +12,13 @@ process never uses more than about twice that much disk, however chatty it is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_LOG_BYTES = 1024 * 1024
 # A line longer than this is cut: one unterminated megabyte of output must not become
@@ -139,3 +141,69 @@ def _last_records(path: Path, lines: int) -> list[str]:
         return []
     records = data.decode("utf-8", "replace").splitlines()
     return records[-lines:]
+
+
+class LogTail:
+    """Reads a ``LogFile`` as it grows, each record once, across its rotations.
+
+    The file it reads stays open: a rotation renames it, so what was written to it after
+    the last read is still there to read, and so is the file rotated after it, if the
+    writer rotated twice (in ``<name>.1``). Records are lost only if the writer rotates
+    three times between two reads (3 MiB at the default size): read often while a process
+    writes fast."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None
+        self._partial = b""
+
+    def new_records(self, *, final: bool = False) -> list[str]:
+        """Complete records written since the last call; with ``final``, an unterminated
+        last one too (the writer is done)."""
+        data = self._read()
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        if final and self._partial:
+            complete, self._partial = [*complete, self._partial], b""
+        return [line.decode("utf-8", "replace") for line in complete]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _read(self) -> bytes:
+        if self._file is None:
+            self._file = _open_existing(self.path)
+            if self._file is None:
+                return b""
+        chunks = [self._file.read()]
+        current = _inode(self.path)
+        reading = os.fstat(self._file.fileno()).st_ino
+        if current is None or current == reading:
+            return chunks[0]
+        # Rotated since it was opened: the rest of it (its writer closed it before the
+        # rename), the file rotated after it if there was one, then the new file.
+        chunks.append(self._file.read())
+        self._file.close()
+        between = rotated(self.path)
+        if _inode(between) not in (None, reading, current):
+            with contextlib.suppress(FileNotFoundError), open(between, "rb") as file:
+                chunks.append(file.read())
+        self._file = _open_existing(self.path)
+        if self._file is not None:
+            chunks.append(self._file.read())
+        return b"".join(chunks)
+
+
+def _open_existing(path: Path) -> BinaryIO | None:
+    try:
+        return open(path, "rb")  # held across reads, closed by LogTail
+    except FileNotFoundError:
+        return None
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None

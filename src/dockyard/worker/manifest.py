@@ -23,7 +23,7 @@ from pathlib import Path
 from dockyard.domain import addons as catalogue
 from dockyard.errors import BootError, BuildError, DockyardError, HookError
 from dockyard.platform import Platform
-from dockyard.runtime.logfile import parse
+from dockyard.runtime.logfile import LogTail, parse
 from dockyard.runtime.supervisor import Launch, Supervisor
 from dockyard.services import addons as addons_service
 from dockyard.services.deployments import Job
@@ -111,7 +111,8 @@ def run_hook(
     output = _Output(spec.log_path)
     try:
         while (status := supervisor.runtime.poll(handle)) is None:
-            for line in output.new_lines():
+            lines = output.new_lines()
+            for line in lines:
                 write(f"       {line}")
             if cancelled():
                 raise BootError(
@@ -119,7 +120,8 @@ def run_hook(
                 )
             if time.monotonic() > deadline:
                 break
-            time.sleep(0.1)
+            if not lines:  # while it prints, read on at once: its log file rotates
+                time.sleep(0.1)
     finally:
         supervisor.runtime.stop(handle, grace=0)  # its output is all written once it stopped
         for line in output.new_lines(final=True):
@@ -136,24 +138,18 @@ def run_hook(
 
 
 class _Output:
-    """The hook's log file, read as it grows: each line once, as the hook wrote it."""
+    """The hook's log file, read as it grows: each line once, as the hook wrote it, across
+    the file's rotations (a hook may print far more than one file holds)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
+        self._tail: LogTail | None = LogTail(path)
 
     def new_lines(self, *, final: bool = False) -> list[str]:
-        try:
-            with open(self.path, "rb") as file:
-                if file.seek(0, os.SEEK_END) < self.offset:  # rotated: start again
-                    self.offset, self.partial = 0, b""
-                file.seek(self.offset)
-                data = file.read()
-        except FileNotFoundError:
+        tail = self._tail
+        if tail is None:  # read to its end already
             return []
-        self.offset += len(data)
-        *complete, self.partial = (self.partial + data).split(b"\n")
-        if final and self.partial:
-            complete, self.partial = [*complete, self.partial], b""
-        return [parse(line.decode("utf-8", "replace")).text for line in complete]
+        lines = [parse(record).text for record in tail.new_records(final=final)]
+        if final:
+            tail.close()
+            self._tail = None
+        return lines

@@ -47,3 +47,23 @@ def test_the_hook_output_is_read_as_it_grows(tmp_path: Path) -> None:
     log.close()
     assert output.new_lines(final=True) == ["done"]
     assert output.new_lines() == []
+
+
+def test_the_hook_output_loses_no_line_when_its_file_rotates(tmp_path: Path) -> None:
+    """A hook printing megabytes rotates its log file between two reads, once or twice:
+    every line still arrives once, in order (lines were lost at each rotation)."""
+    from dockyard.runtime.logfile import LogFile
+
+    path = tmp_path / "postdeploy-1.log"
+    log = LogFile(path, max_bytes=4096)
+    output = manifest._Output(path)
+    written = 0
+    seen: list[str] = []
+    for burst in (10, 80, 150, 3, 120):  # 80 lines rotate once, 150 twice
+        for _ in range(burst):
+            log.write(f"line {written} " + "x" * 20)
+            written += 1
+        seen += output.new_lines()
+    log.close()
+    seen += output.new_lines(final=True)
+    assert seen == [f"line {n} " + "x" * 20 for n in range(written)]
