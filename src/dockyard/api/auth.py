@@ -50,6 +50,16 @@ def user_for_credential(platform: Platform, secret: str) -> UserRecord:
     return auth_service.user_for_api_token(db=platform.db, secret=secret)
 
 
+def still_valid(platform: Platform, secret: str) -> Callable[[], UserRecord]:
+    """How a long-lived connection opened with ``secret`` checks, later, that it has not
+    been revoked: a JWT by the API token it came from (its expiry does not end what it
+    opened, as it ends no request under way), an API token by itself."""
+    if auth_service.looks_like_jwt(secret):
+        claims = auth_service.jwt_claims(key=platform.jwt_key, token=secret)
+        return lambda: auth_service.user_for_jwt_claims(db=platform.db, claims=claims)
+    return lambda: auth_service.user_for_api_token(db=platform.db, secret=secret)
+
+
 def client_host(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client else ""
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +20,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dockyard.api import schemas, wsframes
-from dockyard.api.auth import client_host, user_for_credential, verified
+from dockyard.api.auth import client_host, still_valid, user_for_credential, verified
 from dockyard.domain.records import AppRecord, DeploymentRecord, UserRecord
 from dockyard.errors import DockyardError
 from dockyard.platform import Platform
@@ -29,6 +30,8 @@ from dockyard.services import streams as streams_service
 CLOSE_AUTH_FAILED = 4001
 CLOSE_NOT_FOUND = 4004
 CLOSE_TOO_SLOW = 4008
+# How soon an open stream notices its credential revoked or its access to the app removed.
+ACCESS_CHECK_SECONDS = 5.0
 
 
 def _snapshot(platform: Platform, app: AppRecord) -> list[dict[str, Any]]:
@@ -138,7 +141,10 @@ class _Stream:
         return True
 
 
-async def _authenticate(websocket: WebSocket, platform: Platform) -> UserRecord | None:
+async def _authenticate(
+    websocket: WebSocket, platform: Platform
+) -> tuple[UserRecord, Callable[[], UserRecord]] | None:
+    """The user the auth frame names, and how to check later that it still may."""
     timeout = platform.settings.stream_auth_timeout
     try:
         raw = await asyncio.wait_for(websocket.receive_text(), timeout=timeout)
@@ -151,18 +157,38 @@ async def _authenticate(websocket: WebSocket, platform: Platform) -> UserRecord 
             platform, client_host(websocket), lambda: user_for_credential(platform, secret)
         )
         platform.rate_limiter.check_user(user.id)
-        return user
+        return user, still_valid(platform, secret)
     except (TimeoutError, ValueError, KeyError, TypeError, AttributeError, DockyardError):
         return None
+
+
+async def _until_access_ends(
+    platform: Platform, app_id: str, recheck: Callable[[], UserRecord]
+) -> tuple[int, str]:
+    """Returns, with a close code and reason, once the credential the stream was opened
+    with is revoked, or its user may no longer see the app (removed as a collaborator, or
+    the app deleted)."""
+    while True:
+        await asyncio.sleep(ACCESS_CHECK_SECONDS)
+        try:
+            user = await run_in_threadpool(recheck)
+        except DockyardError:
+            return CLOSE_AUTH_FAILED, "the credential was revoked"
+        app = await run_in_threadpool(
+            streams_service.followed_app, db=platform.db, app_id=app_id, user=user
+        )
+        if app is None:
+            return CLOSE_NOT_FOUND, "app not found"
 
 
 async def deployments_stream(websocket: WebSocket) -> None:
     platform: Platform = websocket.app.state.platform
     await websocket.accept()
-    user = await _authenticate(websocket, platform)
-    if user is None:
+    authenticated = await _authenticate(websocket, platform)
+    if authenticated is None:
         await websocket.close(CLOSE_AUTH_FAILED, "authentication failed")
         return
+    user, recheck = authenticated
     app = await run_in_threadpool(
         lambda: streams_service.followed_app(
             db=platform.db, app_id=websocket.path_params["app_id"], user=user
@@ -176,12 +202,19 @@ async def deployments_stream(websocket: WebSocket) -> None:
     # The client never sends after auth; reading is how a disconnect is noticed.
     sender = asyncio.create_task(stream.run(ping_interval))
     receiver = asyncio.create_task(_drain(websocket))
+    access = asyncio.create_task(_until_access_ends(platform, app.id, recheck))
     platform.streams.add(sender)
     try:
-        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {sender, receiver, access}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if access in done:
+            code, reason = access.result()
+            with contextlib.suppress(Exception):  # the client may be gone as well
+                await websocket.close(code, reason)
     finally:
         platform.streams.discard(sender)
-        for task in (sender, receiver):
+        for task in (sender, receiver, access):
             task.cancel()
             with contextlib.suppress(
                 asyncio.CancelledError, WebSocketDisconnect, RuntimeError, Exception

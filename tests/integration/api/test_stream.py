@@ -18,6 +18,7 @@ from tests.helpers import CLIENT_ORIGIN
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from dockyard.api import stream as stream_module
 from dockyard.domain import status as st
 from dockyard.services import deployments as service
 from dockyard.services.events import DeploymentLog
@@ -172,6 +173,37 @@ def test_another_users_stream_is_closed(api: Api) -> None:
     with open_stream(url, bob) as socket, pytest.raises(ConnectionClosed) as closed:
         socket.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4004
+
+
+def test_a_stream_ends_once_its_token_is_revoked_or_its_access_removed(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JWT stops working as soon as its API token is revoked: what it opened too."""
+    monkeypatch.setattr(stream_module, "ACCESS_CHECK_SECONDS", 0.1)
+    url, _, _ = setup_deployment(api)
+    with api.client() as client:
+        created = client.post("/v1/tokens", json={"token": {"name": "short-lived"}}).json()
+        token_id, secret = created["token"]["id"], created["token"]["token"]
+        jwt_token = client.post("/v1/tokens/exchange", json={}, auth=("", secret)).json()["token"]
+        with open_stream(url, jwt_token) as socket:
+            socket.recv(timeout=5)  # the replay: it streams
+            assert client.delete(f"/v1/tokens/{token_id}").status_code == 204
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    socket.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+        # A collaborator removed from the app: their stream of it ends too.
+        bob = api.new_user("bob")
+        added = client.post(
+            "/v1/apps/stream-app/collaborators", json={"collaborator": {"email": "bob@example.com"}}
+        ).json()["collaborator"]
+        with open_stream(url, bob) as socket:
+            socket.recv(timeout=5)
+            assert client.delete(f"/v1/apps/stream-app/collaborators/{added['id']}").status_code == 204
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    socket.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4004
 
 
 WRITER = """
