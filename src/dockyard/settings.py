@@ -141,6 +141,11 @@ def _challenges(raw: str) -> frozenset[str]:
     return chosen
 
 
+# On the docker and swarm runtimes a release is an image in the registry, far larger than
+# a release directory: the current and the previous one are kept by default.
+CONTAINER_RELEASES_KEPT = 2
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./var")
@@ -240,7 +245,7 @@ class Settings:
     # picks the instance) or "instances" (straight to them); see router/caddy.py.
     caddy_upstreams: str = "router"
     # Successful releases kept per app (the serving one included): what a rollback can
-    # go back to, without a build.
+    # go back to, without a build (CONTAINER_RELEASES_KEPT on the docker and swarm runtimes).
     releases_kept: int = 5
     # ``dockyard worker``: the name under which this worker runs apps (services/routing.py).
     # Stable across restarts, so a restarted worker takes its apps back; unique per worker.
@@ -312,7 +317,12 @@ class Settings:
             swarm_check_seconds=_float(
                 env, "DOCKYARD_SWARM_CHECK_SECONDS", cls.swarm_check_seconds
             ),
-            releases_kept=_int(env, "DOCKYARD_RELEASES_KEPT", cls.releases_kept, minimum=2),
+            releases_kept=_int(
+                env,
+                "DOCKYARD_RELEASES_KEPT",
+                cls.releases_kept if runtime == "local" else CONTAINER_RELEASES_KEPT,
+                minimum=2,
+            ),
             router_host=env.get("DOCKYARD_ROUTER_HOST", "") or host,
             router_port=_int(env, "DOCKYARD_ROUTER_PORT", cls.router_port),
             attach_port=attach_port,
@@ -379,7 +389,14 @@ class Settings:
             container_network_pool=_container_network_pool(env),
             blocked_networks=_blocked_networks(env),
             router=router,
-            router_https_port=_int(env, "DOCKYARD_ROUTER_HTTPS_PORT", cls.router_https_port),
+            # DOCKYARD_HTTPS_PORT is the name ARCHITECTURE.md gives it; either is read.
+            router_https_port=_int(
+                env,
+                "DOCKYARD_ROUTER_HTTPS_PORT"
+                if env.get("DOCKYARD_ROUTER_HTTPS_PORT")
+                else "DOCKYARD_HTTPS_PORT",
+                cls.router_https_port,
+            ),
             caddy_admin=env.get("DOCKYARD_CADDY_ADMIN", "") or cls.caddy_admin,
             caddy_binary=env.get("DOCKYARD_CADDY_BINARY", "") or cls.caddy_binary,
             acme_ca=env.get("DOCKYARD_ACME_CA", "") or cls.acme_ca,

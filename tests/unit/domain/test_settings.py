@@ -132,3 +132,20 @@ def test_one_offs_attach_by_default_on_the_host_clients_reach_the_api_by() -> No
     assert local.attach_public_url == f"http://127.0.0.1:{local.attach_port}"
     chosen = Settings.from_mapping({"DOCKYARD_ATTACH_PUBLIC_URL": "https://run.example.com/"})
     assert chosen.attach_public_url == "https://run.example.com"
+
+
+def test_container_runtimes_keep_the_current_and_previous_release_by_default() -> None:
+    """A release there is an image in the registry (issue 16: keep current + previous)."""
+    assert Settings.from_mapping({}).releases_kept == 5
+    for runtime in ("docker", "swarm"):
+        assert Settings.from_mapping({"DOCKYARD_RUNTIME": runtime}).releases_kept == 2
+        chosen = {"DOCKYARD_RUNTIME": runtime, "DOCKYARD_RELEASES_KEPT": "4"}
+        assert Settings.from_mapping(chosen).releases_kept == 4
+
+
+def test_the_https_port_is_read_under_either_name() -> None:
+    assert Settings.from_mapping({"DOCKYARD_HTTPS_PORT": "8443"}).router_https_port == 8443
+    both = {"DOCKYARD_HTTPS_PORT": "8443", "DOCKYARD_ROUTER_HTTPS_PORT": "9443"}
+    assert Settings.from_mapping(both).router_https_port == 9443
+    with pytest.raises(SettingsError, match="DOCKYARD_HTTPS_PORT must be a whole number"):
+        Settings.from_mapping({"DOCKYARD_HTTPS_PORT": "https"})
