@@ -28,6 +28,7 @@ from tests.e2e import scalingo_ops
 from tests.e2e.deployer import Deployer
 from tests.e2e.probe_app import probe_app
 from tests.helpers import tar_gz_from_files, wait_for
+from tests.netns_helpers import outside_host
 
 pytestmark = pytest.mark.docker
 
@@ -40,8 +41,9 @@ def docker_server(base: Path, running: RunningRegistry, **env: str) -> ServerPro
         DOCKYARD_REGISTRY_USER=running.access.username,
         DOCKYARD_REGISTRY_PASSWORD=running.access.password,
         DOCKYARD_BOOT_TIMEOUT="6",
-        # The current release and the one it replaced: what the retention test counts.
-        DOCKYARD_RELEASES_KEPT="2",
+        # DOCKYARD_RELEASES_KEPT left to its default here (the current release and the one
+        # it replaced), which the retention test counts.
+        DOCKYARD_BLOCKED_NETWORKS=BLOCKED_RANGE,
         **env,
     )
 
@@ -179,6 +181,11 @@ def test_a_killed_instance_is_restarted_and_its_output_reaches_the_app_logs(
     assert logs.count("booting web on") >= 2
 
 
+METADATA = "169.254.169.254"
+BLOCKED_RANGE = "203.0.113.192/26"
+BLOCKED_ADDRESS = "203.0.113.200"
+
+
 def test_an_app_reaches_neither_other_apps_nor_the_hosts_services_nor_the_registry(
     deployer: Deployer, docker_client: docker.DockerClient, test_registry: RunningRegistry
 ) -> None:
@@ -189,7 +196,16 @@ def test_an_app_reaches_neither_other_apps_nor_the_hosts_services_nor_the_regist
     victim_port = next(
         e.split("=", 1)[1] for e in victim.attrs["Config"]["Env"] if e.startswith("PORT=")
     )
-    with socket.create_server(("0.0.0.0", 0)) as host_service:
+    with (
+        socket.create_server(("0.0.0.0", 0)) as host_service,
+        # Beyond the host, where a metadata service and a range the operator blocked
+        # answer (as on a cloud machine); and an address apps may reach, as a control.
+        outside_host(
+            "dytest-dk-out", host_if="dytest-dkout", network="198.51.100.12/30",
+            extra=(METADATA, BLOCKED_ADDRESS),
+        ) as outside,
+    ):  # fmt: skip
+        outside.listen(80, "outside")
         host_port = host_service.getsockname()[1]
         registry_port = test_registry.access.address.rsplit(":", 1)[1]
         deployer.create_app("prober-app")
@@ -200,17 +216,20 @@ def test_an_app_reaches_neither_other_apps_nor_the_hosts_services_nor_the_regist
             f"GATEWAY:{registry_port}",
             f"127.0.0.1:{registry_port}",
             f"GATEWAY:{deployer.server.url.rsplit(':', 1)[1]}",
+            f"{METADATA}:80",
+            f"{BLOCKED_ADDRESS}:80",
         ]
         (prober,) = containers(docker_client, "prober-app")
         own_port = next(
             e.split("=", 1)[1] for e in prober.attrs["Config"]["Env"] if e.startswith("PORT=")
         )
-        targets.append(f"127.0.0.1:{own_port}")  # the probe's control: its own port is open
-        report = deployer.get("prober-app", "/probe/" + ",".join(targets)).text
+        # The probe's controls: its own port, and the outside beyond the host, are open.
+        controls = [f"127.0.0.1:{own_port}", f"{outside.address}:80"]
+        report = deployer.get("prober-app", "/probe/" + ",".join(targets + controls)).text
     lines = report.splitlines()
-    assert len(lines) == len(targets), report
-    assert all(" closed " in line for line in lines[:-1]), report
-    assert lines[-1].endswith(" open"), report
+    assert len(lines) == len(targets) + len(controls), report
+    assert all(" closed " in line for line in lines[: len(targets)]), report
+    assert all(line.endswith(" open") for line in lines[len(targets) :]), report
     # The probe works: the host's own address of the victim's endpoint answers.
     assert httpx.get(f"http://{victim_ip}:{victim_port}/", timeout=5).text == "victim\n"
 

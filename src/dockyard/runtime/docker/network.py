@@ -16,6 +16,7 @@ import ipaddress
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import docker
@@ -23,6 +24,7 @@ import docker.errors
 import docker.types
 
 from dockyard.errors import BootError
+from dockyard.isolation.firewall import LINK_LOCAL
 from dockyard.runtime.docker.engine import is_podman
 
 LABEL = "dockyard.app"
@@ -52,9 +54,11 @@ class AppNetworks:
         firewall: bool = True,
         linger_seconds: float = 60.0,
         pool: ipaddress.IPv4Network = DEFAULT_POOL,
+        blocked: Iterable[ipaddress.IPv4Network] = (),
     ) -> None:
         self._client = client
         self._pool = pool
+        self._closed = closed_networks(blocked)
         self._firewall = firewall
         self._lock = threading.Lock()
         self._users: dict[str, int] = {}
@@ -96,7 +100,7 @@ class AppNetworks:
             except docker.errors.APIError:
                 return  # a container of an earlier server still uses it: kept for it
             if self._firewall:
-                _unguard_host(bridge_name(app, engine=self._engine))
+                _unguard_host(bridge_name(app, engine=self._engine), self._closed)
 
     def _create(self, app: str, name: str) -> None:
         bridge = bridge_name(app, engine=self._engine)
@@ -108,7 +112,7 @@ class AppNetworks:
         except docker.errors.NotFound:
             self._create_in_pool(app, name, bridge)
         if self._firewall:
-            _guard_host(bridge)
+            _guard_host(bridge, self._closed)
 
     def _create_in_pool(self, app: str, name: str, bridge: str) -> None:
         taken = self._subnets_in_use()
@@ -187,10 +191,24 @@ def subnets_for(app: str, pool: ipaddress.IPv4Network) -> list[ipaddress.IPv4Net
     return subnets[start:] + subnets[:start]
 
 
-def _rule(bridge: str) -> list[str]:
+def closed_networks(
+    blocked: Iterable[ipaddress.IPv4Network] = (),
+) -> list[ipaddress.IPv4Network]:
+    """Where no app may connect, beyond the host: link-local addresses (cloud metadata
+    services answer there) and the operator's ``DOCKYARD_BLOCKED_NETWORKS``, as for the
+    local runtime's apps (isolation/firewall.py)."""
+    return list(ipaddress.collapse_addresses([LINK_LOCAL, *blocked]))
+
+
+def _rules(bridge: str, closed: Iterable[ipaddress.IPv4Network]) -> list[list[str]]:
     # New connections from the app's bridge to the host itself are dropped; replies to
     # the host's own connections (the router's) are not new, so they pass.
-    return ["INPUT", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]
+    rules = [["INPUT", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]]
+    # Forwarded traffic to the closed networks: in DOCKER-USER, which Docker keeps ahead
+    # of its own forwarding rules; where there is none (Podman), at the head of FORWARD.
+    chain = "DOCKER-USER" if iptables("-n", "-L", "DOCKER-USER").returncode == 0 else "FORWARD"
+    rules += [[chain, "-i", bridge, "-d", str(net), "-j", "DROP"] for net in closed]
+    return rules
 
 
 def iptables(*args: str) -> subprocess.CompletedProcess[str]:
@@ -202,18 +220,20 @@ def iptables(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([binary, "-w", *args], capture_output=True, text=True, check=False)
 
 
-def _guard_host(bridge: str) -> None:
-    if iptables("-C", *_rule(bridge)).returncode == 0:
-        return
-    done = iptables("-I", *_rule(bridge))
-    if done.returncode != 0:
-        raise BootError(
-            f"The app's network could not be closed to the host: {done.stderr.strip()}",
-            timed_out=False,
-        )
+def _guard_host(bridge: str, closed: Iterable[ipaddress.IPv4Network]) -> None:
+    for rule in _rules(bridge, closed):
+        if iptables("-C", *rule).returncode == 0:
+            continue
+        done = iptables("-I", *rule)
+        if done.returncode != 0:
+            raise BootError(
+                f"The app's network could not be closed to the host: {done.stderr.strip()}",
+                timed_out=False,
+            )
 
 
-def _unguard_host(bridge: str) -> None:
-    while iptables("-C", *_rule(bridge)).returncode == 0:
-        if iptables("-D", *_rule(bridge)).returncode != 0:
-            return
+def _unguard_host(bridge: str, closed: Iterable[ipaddress.IPv4Network]) -> None:
+    for rule in _rules(bridge, closed):
+        while iptables("-C", *rule).returncode == 0:
+            if iptables("-D", *rule).returncode != 0:
+                break

@@ -68,11 +68,14 @@ class DockerRuntime(Runtime):
         image_for: Callable[[ProcessSpec], str],
         networks: AppNetworks | None = None,
         network_pool: ipaddress.IPv4Network = DEFAULT_POOL,
+        blocked_networks: tuple[ipaddress.IPv4Network, ...] = (),
         log_files: LogFiles | None = None,
     ) -> None:
         self._client = client
         self._image_for = image_for
-        self._networks = networks or AppNetworks(client, pool=network_pool)
+        self._networks = networks or AppNetworks(
+            client, pool=network_pool, blocked=blocked_networks
+        )
         self._stream_ends_with_container = not is_podman(client)
         self._logs = log_files or LogFiles()
         self._ports_lock = threading.Lock()

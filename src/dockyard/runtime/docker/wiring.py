@@ -38,7 +38,10 @@ def docker_runtime(settings: Settings) -> tuple[DockerRuntime, ReleaseImages]:
         raise
     images = ReleaseImages(client, registry, stack=stack_tag)
     runtime = DockerRuntime(
-        client, image_for=images.image_for, network_pool=settings.container_network_pool
+        client,
+        image_for=images.image_for,
+        network_pool=settings.container_network_pool,
+        blocked_networks=settings.blocked_networks,
     )
     return runtime, images
 

@@ -10,6 +10,7 @@ from dockyard.errors import DockyardError
 from dockyard.runtime.appbook import StateStore
 from dockyard.runtime.docker import engine, stack
 from dockyard.runtime.docker.images import ReleaseImages
+from dockyard.runtime.docker.network import closed_networks
 from dockyard.runtime.docker.registry import Registry
 from dockyard.runtime.docker.runtime import DockerRuntime
 from dockyard.runtime.docker.wiring import registry_access
@@ -45,7 +46,9 @@ def swarm_apps(
         # them with each service it creates or updates).
         client.login(access.username, access.password, registry=access.address, reauth=True)
         pools = (swarm.get("Cluster") or {}).get("DefaultAddrPool") or ["10.0.0.0/8"]
-        firewall.close_host(pools)
+        # Link-local (cloud metadata) and the operator's blocked ranges too, as for the
+        # other runtimes' apps.
+        firewall.close_host([*pools, *map(str, closed_networks(settings.blocked_networks))])
     except DockyardError:
         registry.close()
         client.close()
