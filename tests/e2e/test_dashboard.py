@@ -89,6 +89,9 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = server_process(tmp_path_factory.mktemp("dashboard"), DOCKYARD_BOOT_TIMEOUT="20")
+    # The API names itself by another host than the one the browser uses (as behind a
+    # proxy): the pages must still talk to their own origin only.
+    process.env["DOCKYARD_PUBLIC_URL"] = process.url.replace("127.0.0.1", "localhost")
     process.start()
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)
     SCREENSHOTS.mkdir(parents=True)

@@ -38,8 +38,13 @@ NOTICES = {
     "created": "The app is created. Deploy it by dropping a .tar.gz archive below.",
     "scaled": "Scaling requested: the instances start or stop in a moment.",
     "restarted": "Restart requested: the instances restart in a moment.",
-    "variable-saved": "The variable is saved: the app runs with it from its next deployment.",
-    "variable-removed": "The variable is removed: the app runs without it from its next deployment.",
+    "variable-saved": (
+        "The variable is saved: the app runs with it once restarted (or at its next deployment)."
+    ),
+    "variable-removed": (
+        "The variable is removed: the app runs without it once restarted (or at its next "
+        "deployment)."
+    ),
     "cache-reset": "The build cache is reset: the next deployment builds from scratch.",
 }
 

@@ -124,10 +124,13 @@
         state.textContent = await dy.describe(response);
         return;
       }
-      const logsUrl = (await response.json()).logs_url;
-      const history = await fetch(`${logsUrl}&n=100`);
+      // On this page's own origin (the page's policy allows no other): the URL names the
+      // API's public address, which may not be the one this browser reached it by.
+      const logsPath = dy.samePath((await response.json()).logs_url);
+      const history = await fetch(`${logsPath}&n=100`);
       if (history.status === 200) show(await history.text());
-      const socket = new WebSocket(`${logsUrl.replace(/^http/, "ws")}&stream=true`);
+      const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+      const socket = new WebSocket(`${scheme}//${window.location.host}${logsPath}&stream=true`);
       socket.addEventListener("open", () => {
         state.textContent = "Following the app's output live.";
       });
