@@ -43,6 +43,12 @@ def test_add_list_remove_a_domain_and_the_router_follows(api: Api) -> None:
         missing = client.delete(f"/v1/apps/shop-app/domains/{domain['id']}?")
         assert missing.status_code == 404
         assert missing.json()["resource"] == "domain"
+        # The timeline says it, as the official client prints it (API-OPS §6).
+        events = client.get("/v1/apps/shop-app/events?page=1&per_page=10").json()["events"]
+        assert [(e["type"], e["type_data"]) for e in events[:2]] == [
+            ("delete_domain", {"hostname": "www.example.test"}),
+            ("new_domain", {"hostname": "www.example.test", "ssl": False}),
+        ]
 
 
 def test_a_domain_belongs_to_one_app_across_all_users(api: Api) -> None:
@@ -117,6 +123,10 @@ def test_a_certificate_of_ones_own_is_checked_and_its_key_never_returned(
         assert patched.status_code == 200, patched.text
         assert patched.json()["domain"]["ssl"] is False
         assert list(api.platform.settings.tls_keys_dir.glob("*.key")) == []
+        latest = client.get("/v1/apps/shop-app/events?page=1&per_page=1").json()["events"][0]
+        assert (latest["type"], latest["type_data"]) == (
+            "edit_domain", {"hostname": "secure.example.test", "ssl": False, "old_ssl": True}
+        )
         # set-canonical-domain is refused, saying so, rather than answered as if done.
         canonical = client.patch(
             f"/v1/apps/shop-app/domains/{domain['id']}", json={"domain": {"canonical": True}}
