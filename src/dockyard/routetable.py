@@ -106,8 +106,14 @@ class RouteTable:
         self._changed()
 
     def app_for_host(self, host: str) -> str | None:
-        """The app a custom domain belongs to (``host`` without port), or None."""
-        return self._aliases.get(host.lower().rstrip("."))
+        """The app a custom domain belongs to (``host`` without port), or None. A
+        wildcard domain (``*.example.com``, where the operator allows them) covers one
+        label, as in DNS and certificates; a name of its own wins over it."""
+        name = host.lower().rstrip(".")
+        app = self._aliases.get(name)
+        if app is None and "." in name:
+            app = self._aliases.get("*." + name.split(".", 1)[1])
+        return app
 
     def forces_https(self, app: str) -> bool:
         return _key(app) in self._force_https

@@ -310,6 +310,8 @@ def may_obtain_certificate(*, db: sessionmaker[Session], apps_domain: str, host:
             if "." not in label and session.scalar(select(App.id).where(App.name == label)):
                 return True
         row = session.scalar(select(Domain).where(Domain.name == host))
+        if row is None and "." in host:  # a name under a wildcard domain (operator-allowed)
+            row = session.scalar(select(Domain).where(Domain.name == "*." + host.split(".", 1)[1]))
         return row is not None and row.letsencrypt_enabled and row.tlscert is None
 
 

@@ -174,6 +174,22 @@ def test_the_ask_check_allows_only_names_an_app_has(api: Api) -> None:
             assert ask("") == 404
 
 
+def test_a_wildcard_domain_is_served_where_the_operator_allows_it(api: Api) -> None:
+    """Accepted only with DOCKYARD_ALLOW_WILDCARD_DOMAINS; then the router serves, and the
+    ask check lets Caddy certify, each name one label under it."""
+    with api.client() as client:
+        _app(client, "shop-app")
+        refused = _add(client, "shop-app", "*.wild.test")
+        assert refused.status_code == 422 and "wildcard" in refused.text
+        api.platform.settings = api.platform.settings.with_overrides(allow_wildcard_domains=True)
+        assert _add(client, "shop-app", "*.wild.test").status_code == 201
+        assert api.platform.routes.app_for_host("eu.wild.test") == "shop-app"
+        with httpx.Client(base_url=api.url) as anonymous:
+            for name, status in [("eu.wild.test", 200), ("a.eu.wild.test", 404), ("wild.test", 404)]:
+                answer = anonymous.get("/internal/tls/ask", params={"domain": name})
+                assert answer.status_code == status, name
+
+
 def test_deleting_the_app_frees_its_domains_and_their_keys(api: Api, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path / "certs", "secure.example.test")
     keys_dir = api.platform.settings.tls_keys_dir

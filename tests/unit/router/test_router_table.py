@@ -94,3 +94,13 @@ def test_app_from_host(host: str, app: str | None) -> None:
 def test_app_from_host_with_a_multi_label_domain() -> None:
     assert app_from_host("shop.apps.example.org:443", "apps.example.org") == "shop"
     assert app_from_host("shop.example.org", "apps.example.org") is None
+
+
+def test_a_wildcard_domain_covers_one_label_and_a_name_of_its_own_wins() -> None:
+    table = RouteTable()
+    table.set_hosts(aliases={"*.shop.example": "shop", "admin.shop.example": "backoffice"})
+    assert table.app_for_host("eu.shop.example") == "shop"
+    assert table.app_for_host("EU.Shop.Example.") == "shop"
+    assert table.app_for_host("admin.shop.example") == "backoffice"
+    assert table.app_for_host("shop.example") is None  # the wildcard is not its parent
+    assert table.app_for_host("a.eu.shop.example") is None  # nor two labels down
