@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,8 +31,11 @@ from dockyard.services import streams as streams_service
 CLOSE_AUTH_FAILED = 4001
 CLOSE_NOT_FOUND = 4004
 CLOSE_TOO_SLOW = 4008
-# How soon an open stream notices its credential revoked or its access to the app removed.
-ACCESS_CHECK_SECONDS = 5.0
+# How often an open stream checks that its credential was not revoked (a revocation is
+# not announced on the app's channel; a removed access or a deleted app is, and is
+# checked at once). Each stream starts at a random point of the period, so that streams
+# opened together do not all ask at the same moment.
+ACCESS_CHECK_SECONDS = 30.0
 
 
 def _snapshot(platform: Platform, app: AppRecord) -> list[dict[str, Any]]:
@@ -78,6 +82,8 @@ class _Stream:
         self.platform = platform
         self.app = app
         self.sent: dict[str, int] = {}  # deployment id -> highest sequence number sent
+        # Set when the app's channel says who may see it changed: check access now.
+        self.access_changed = asyncio.Event()
 
     def fresh(self, frame: dict[str, Any]) -> bool:
         """Whether ``frame`` is still to be sent (replay and live events overlap); noted as sent."""
@@ -124,6 +130,8 @@ class _Stream:
                     CLOSE_TOO_SLOW, "too slow: events were dropped; reconnect"
                 )
                 return False
+            if event["type"] in (events.ACCESS_CHANGED, events.APP_DELETED):
+                self.access_changed.set()
             if event["type"].startswith("_"):
                 continue  # the platform's own (an app deleted): not part of the protocol
             if event["type"] == "new":
@@ -163,13 +171,18 @@ async def _authenticate(
 
 
 async def _until_access_ends(
-    platform: Platform, app_id: str, recheck: Callable[[], UserRecord]
+    platform: Platform, app_id: str, recheck: Callable[[], UserRecord], changed: asyncio.Event
 ) -> tuple[int, str]:
     """Returns, with a close code and reason, once the credential the stream was opened
     with is revoked, or its user may no longer see the app (removed as a collaborator, or
-    the app deleted)."""
+    the app deleted): checked every ``ACCESS_CHECK_SECONDS``, and at once when
+    ``changed`` is set."""
+    wait = random.uniform(0, ACCESS_CHECK_SECONDS)  # noqa: S311 - spreading load, not a secret
     while True:
-        await asyncio.sleep(ACCESS_CHECK_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout=wait)
+        changed.clear()
+        wait = ACCESS_CHECK_SECONDS
         try:
             user = await run_in_threadpool(recheck)
         except DockyardError:
@@ -202,7 +215,9 @@ async def deployments_stream(websocket: WebSocket) -> None:
     # The client never sends after auth; reading is how a disconnect is noticed.
     sender = asyncio.create_task(stream.run(ping_interval))
     receiver = asyncio.create_task(_drain(websocket))
-    access = asyncio.create_task(_until_access_ends(platform, app.id, recheck))
+    access = asyncio.create_task(
+        _until_access_ends(platform, app.id, recheck, stream.access_changed)
+    )
     platform.streams.add(sender)
     try:
         done, _ = await asyncio.wait(
