@@ -30,7 +30,10 @@ def app_archive() -> bytes:
 
 def run(mode: Mode) -> Result:
     result = Result(NAME)
-    with running_server(NAME, DOCKYARD_MAX_APPS_PER_USER="100") as server:
+    # Fifty apps deployed at once: more sources than one user may hold by default.
+    with running_server(
+        NAME, DOCKYARD_MAX_APPS_PER_USER="100", DOCKYARD_MAX_PENDING_SOURCES="200"
+    ) as server:
         api = Api(server, server.create_user())
         try:
             rounds = mode.pick(1, 3)
