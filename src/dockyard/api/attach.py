@@ -29,7 +29,7 @@ from typing import Any
 
 from dockyard.api.auth import credential, user_for_credential
 from dockyard.api.errors import error_response
-from dockyard.api.frontdoor import ClientConnections
+from dockyard.clientaddress import ClientConnections
 from dockyard.errors import BadRequest, DockyardError, NotFound, Unauthenticated
 from dockyard.platform import Platform
 from dockyard.runtime.oneoff import OneOff, OneOffs

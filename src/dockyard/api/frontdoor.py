@@ -35,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from dockyard.api.httpproto import FewerCopiesHttpToolsProtocol
-from dockyard.clientaddress import address_key
+from dockyard.clientaddress import ClientConnections, address_key
 
 # No URL dockyard serves is near this long (capability URLs are ~120 bytes): a longer one
 # is a mistake or a probe.
@@ -54,30 +54,6 @@ class FrontDoorLimits:
     max_headers: int = 100
     header_timeout: float = 10.0
     max_connections_per_client: int = 256
-
-
-class ClientConnections:
-    """Open connections per client address. Used from the event loop's thread only."""
-
-    def __init__(self) -> None:
-        self._open: dict[str, int] = {}
-
-    def take(self, address: str, limit: int) -> bool:
-        count = self._open.get(address, 0)
-        if count >= limit:
-            return False
-        self._open[address] = count + 1
-        return True
-
-    def give_back(self, address: str) -> None:
-        count = self._open.get(address, 0) - 1
-        if count > 0:
-            self._open[address] = count
-        else:
-            self._open.pop(address, None)
-
-    def count(self, address: str) -> int:
-        return self._open.get(address, 0)
 
 
 class _Refused(Exception):

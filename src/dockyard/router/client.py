@@ -20,7 +20,7 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
-from dockyard.clientaddress import address_key
+from dockyard.clientaddress import ClientConnections, address_key
 from dockyard.router import pages
 from dockyard.router.accesslog import AccessLog
 from dockyard.router.framing import BodyFramer, ChunkedBody, LengthBody
@@ -84,7 +84,7 @@ class Site:
         self.forwarded_port = forwarded_port
         self.closing = False  # the router is shutting down: finish, then close
         self.connections: set[ClientConnection] = set()
-        self.open_per_client: dict[str, int] = {}  # limits.max_connections_per_client
+        self.open_per_client = ClientConnections()  # limits.max_connections_per_client
         self.tasks: set[asyncio.Task[None]] = set()  # backend connects under way
         self.watchdog = Watchdog(tick=_tick(limits))
 
@@ -184,24 +184,13 @@ class ClientConnection(asyncio.Protocol):
         cap = self.limits.max_connections_per_client
         if not cap:
             return True
-        opened = self.site.open_per_client
-        count = opened.get(self._client_key, 0)
-        if count >= cap:
-            return False
-        opened[self._client_key] = count + 1
-        self._counted = True
-        return True
+        self._counted = self.site.open_per_client.take(self._client_key, cap)
+        return self._counted
 
     def _give_back_client_slot(self) -> None:
-        if not self._counted:
-            return
-        self._counted = False
-        opened = self.site.open_per_client
-        count = opened.get(self._client_key, 0) - 1
-        if count > 0:
-            opened[self._client_key] = count
-        else:
-            opened.pop(self._client_key, None)
+        if self._counted:
+            self._counted = False
+            self.site.open_per_client.give_back(self._client_key)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._give_back_client_slot()
